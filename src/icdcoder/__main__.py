@@ -1,0 +1,3 @@
+from icdcoder.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Documents, data sources and the prepared-dataset directory every model reads."""

@@ -1,0 +1,1 @@
+"""Readers that turn raw files of a known layout into Documents."""

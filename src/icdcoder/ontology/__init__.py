@@ -1,0 +1,1 @@
+"""Offline ICD knowledge: code systems, titles, hierarchy, synonyms, label spaces."""
