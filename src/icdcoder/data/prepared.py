@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,13 +100,15 @@ def write_prepared(
     *,
     source: str,
     options: dict[str, Any] | None = None,
-    extra_stats: dict[str, Any] | None = None,
+    extra_stats: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
     overwrite: bool = False,
     row_group_size: int = 1000,
 ) -> dict[str, Any]:
     """Stream `documents` into a prepared-dataset directory at `out` and return its stats.
 
     Refuses duplicate ids and unknown split names (naming the id) and writes nothing in that case.
+    `extra_stats` may be a zero-arg callable: it is called after `documents` is exhausted, so a source can
+    report what it counted while streaming (skipped rows, unknown codes).
     """
     seen: set[str] = set()
     per_split: dict[str, _SplitStats] = {}
@@ -167,7 +169,7 @@ def write_prepared(
             "fingerprint": digest.hexdigest()[:16],
             "splits": {s: per_split[s].to_json() for s in split_order},
             "total": {"documents": len(seen), "distinct_codes": len(codes)},
-            **(extra_stats or {}),
+            **((extra_stats() if callable(extra_stats) else extra_stats) or {}),
         }
         write_json(tmp / LABELS_FILE, labels)
         write_json(tmp / STATS_FILE, stats)
