@@ -1,0 +1,1 @@
+"""Models: the shared contract, shared parts (encoders, label attention) and one module per system."""

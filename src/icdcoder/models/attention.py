@@ -1,0 +1,74 @@
+"""Label attention, written once and shared by every model (CAML, LAAT, JointLAAT, MSMN, ISD, JLAN, ...).
+
+Given token states H [B, T, D] and per-label queries, compute per-label attention weights over tokens and the
+label-specific document vectors. Padding is masked (a known bug in peer code attended to padding), the softmax
+is computed in float32 after subtracting the max (no overflow with long notes), and an all-padding row gives
+zero weights instead of NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor:
+    """Softmax over `dim`; where `mask` (broadcastable, True = keep) is False the weight is 0 (all-masked: 0s)."""
+    scores = scores.float()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    m = scores.amax(dim=dim, keepdim=True)
+    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+    e = torch.exp(scores - m)
+    if mask is not None:
+        e = e * mask
+    denom = e.sum(dim=dim, keepdim=True).clamp_min(1e-30)
+    return e / denom
+
+
+def label_attention(
+    keys: Tensor, queries: Tensor, values: Tensor, mask: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Dot-product label attention.
+
+    keys [B, T, K], queries [C, K] (shared) or [B, C, K], values [B, T, D], mask [B, T] (True = token).
+    Returns (context [B, C, D], weights [B, C, T]).
+    """
+    if queries.dim() == 2:
+        scores = torch.einsum("btk,ck->bct", keys, queries)
+    else:
+        scores = torch.einsum("btk,bck->bct", keys, queries)
+    weights = masked_softmax(scores, None if mask is None else mask[:, None, :], dim=-1)
+    context = torch.bmm(weights.to(values.dtype), values)
+    return context, weights
+
+
+class LabelAttention(nn.Module):
+    """Per-label attention with learned label queries.
+
+    mode "linear" (CAML): scores = H · U_c.
+    mode "laat" (LAAT, Vu et al. 2020): Z = tanh(W H) [d_a], scores = Z · U_c.
+    `layer_norm=True` normalises H before scoring (stabilises long-note training).
+    """
+
+    def __init__(
+        self, input_dim: int, n_labels: int, mode: str = "laat", proj_dim: int = 512, layer_norm: bool = False
+    ) -> None:
+        super().__init__()
+        if mode not in ("linear", "laat"):
+            raise ValueError(f"unknown label attention mode {mode!r}")
+        self.mode = mode
+        self.norm = nn.LayerNorm(input_dim) if layer_norm else nn.Identity()
+        key_dim = input_dim
+        self.proj: nn.Module = nn.Identity()
+        if mode == "laat":
+            self.proj = nn.Linear(input_dim, proj_dim, bias=False)
+            key_dim = proj_dim
+        self.queries = nn.Parameter(torch.empty(n_labels, key_dim))
+        nn.init.xavier_uniform_(self.queries)
+
+    def forward(self, hidden: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """hidden [B, T, D], mask [B, T] → (context [B, C, D], weights [B, C, T])."""
+        h = self.norm(hidden)
+        keys = torch.tanh(self.proj(h)) if self.mode == "laat" else h
+        return label_attention(keys, self.queries, hidden, mask)

@@ -1,0 +1,158 @@
+"""The model contract every icdcoder model follows, and the registry that maps names to classes.
+
+    forward(batch)          -> ModelOutput(logits [B, C], attention [B, C, T] | None, extras)
+    losses(batch, output)   -> {"bce": ..., "rdrop": ..., ...}   named terms; the trainer sums and logs them
+
+A model is built from its typed config and a ModelContext (label space, vocabulary size, pre-trained
+embeddings, tokenised code descriptions). The context is rebuilt from the model directory at load time, so a
+model must only use it for shapes and initial values: everything learned lives in parameters or buffers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from icdcoder.errors import ConfigError
+
+
+class ModelConfig(BaseModel):
+    """Base of every model's hyperparameters. Unknown keys are errors (typos must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+
+
+@dataclass
+class ModelContext:
+    """What a model needs to know about its data at construction time."""
+
+    label_keys: list[str]  # `system:code`, the output order of the logits
+    vocab_size: int
+    pad_id: int = 0
+    embeddings: np.ndarray | None = None  # [vocab_size, dim] pre-trained word vectors (row 0 = pad)
+    label_token_ids: list[list[int]] = field(default_factory=list)  # tokenised long title per code
+    label_synonym_token_ids: list[list[list[int]]] = field(default_factory=list)  # per code, M synonyms
+    token_doc_freq: list[int] = field(default_factory=list)  # training document frequency per vocab id
+    n_train_docs: int = 0
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.label_keys)
+
+
+@dataclass
+class Batch:
+    """A padded batch of token ids. `targets` is None at inference time."""
+
+    token_ids: Tensor  # [B, T] long
+    mask: Tensor  # [B, T] bool, True for real tokens
+    lengths: Tensor  # [B] long
+    doc_ids: list[str]
+    targets: Tensor | None = None  # [B, C] float 0/1
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            token_ids=self.token_ids.to(device),
+            mask=self.mask.to(device),
+            lengths=self.lengths.to(device),
+            doc_ids=self.doc_ids,
+            targets=None if self.targets is None else self.targets.to(device),
+        )
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor  # [B, C]
+    attention: Tensor | None = None  # [B, C, T] weights over the input tokens, for evidence
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class IcdModel(nn.Module):
+    """Base class: subclasses set `name` and `Config` and implement `forward`."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[ModelConfig]]
+
+    def __init__(self, config: ModelConfig, ctx: ModelContext) -> None:
+        super().__init__()
+        self.config = config
+        self.n_labels = ctx.n_labels
+
+    def forward(self, batch: Batch) -> ModelOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def losses(self, batch: Batch, output: ModelOutput) -> dict[str, Tensor]:
+        """Default: mean binary cross-entropy over all (document, code) entries."""
+        assert batch.targets is not None, "losses() needs targets"
+        return {"bce": nn.functional.binary_cross_entropy_with_logits(output.logits, batch.targets)}
+
+
+_REGISTRY: dict[str, type[IcdModel]] = {}
+M = TypeVar("M", bound=type[IcdModel])
+
+
+def register_model(name: str) -> Callable[[M], M]:
+    """Class decorator: make a model constructible by name from configs and model directories."""
+
+    def deco(cls: M) -> M:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_builtin_models() -> None:
+    # Importing the modules runs their @register_model decorators.
+    import importlib
+
+    for module in ("caml", "multirescnn", "laat", "tfidf"):
+        try:
+            importlib.import_module(f"icdcoder.models.{module}")
+        except ModuleNotFoundError as exc:  # a model module not written yet must not break the others
+            if exc.name != f"icdcoder.models.{module}":
+                raise
+
+
+def model_names() -> list[str]:
+    _load_builtin_models()
+    return sorted(_REGISTRY)
+
+
+def get_model_class(name: str) -> type[IcdModel]:
+    _load_builtin_models()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown model {name!r}.", fix=f"use one of: {', '.join(sorted(_REGISTRY))}.")
+    return _REGISTRY[name]
+
+
+def build_model(config: dict[str, Any] | ModelConfig, ctx: ModelContext) -> IcdModel:
+    """Validate `config` against its model's Config (naming any bad key) and construct the model."""
+    raw = config.model_dump() if isinstance(config, ModelConfig) else dict(config)
+    cls = get_model_class(str(raw.get("name", "")))
+    cfg = validate_model_config(cls, raw)
+    return cls(cfg, ctx)
+
+
+def validate_model_config(cls: type[IcdModel], raw: dict[str, Any]) -> ModelConfig:
+    from pydantic import ValidationError
+
+    try:
+        return cls.Config.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        allowed = ", ".join(sorted(cls.Config.model_fields))
+        raise ConfigError(
+            f"model.{key}: {err['msg']} (model {cls.name!r}).", fix=f"allowed model keys: {allowed}."
+        ) from None
