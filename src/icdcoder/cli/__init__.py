@@ -22,10 +22,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from icdcoder.cli import codes, data, demo
+    from icdcoder.cli import codes, data, demo, predict, report, train
 
     app.add_typer(data.app, name="data")
     app.add_typer(codes.app, name="codes")
+    train.register(app)
+    predict.register(app)
+    report.register(app)
     demo.register(app)
 
 

@@ -1,0 +1,26 @@
+"""`icdcoder report`: a Markdown results table (mean ± std over seeds) from training runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def report(
+        runs: list[Path] = typer.Argument(..., help="Run directories (each holds run.json)."),
+        split: str = typer.Option("test", "--split", help="Which metrics to tabulate: test or dev."),
+        out: Path | None = typer.Option(None, "--out", help="Also write the Markdown table to this file."),
+    ) -> None:
+        """Group runs by dataset and model and print mean ± std of each metric over seeds."""
+        from icdcoder.evaluation.report import results_table
+
+        text = results_table(runs, split=split)
+        typer.echo(text)
+        if out is not None:
+            from icdcoder.io import atomic_write
+
+            with atomic_write(out) as fh:
+                fh.write(text)

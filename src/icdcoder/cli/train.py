@@ -1,0 +1,78 @@
+"""`icdcoder train` and `icdcoder evaluate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def train(
+        config: Path = typer.Argument(..., help="Experiment config, e.g. configs/codiesp-d/laat.yaml."),
+        out: Path = typer.Option(..., "--out", help="Run directory (model/, checkpoint/, metrics)."),
+        set_: list[str] = typer.Option([], "--set", help="Override a config value: section.key=value."),
+        resume: bool = typer.Option(False, "--resume", help="Continue from RUN_DIR/checkpoint."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
+    ) -> None:
+        """Train a model, select it and tune its thresholds on dev, then evaluate it once on test."""
+        import shutil
+
+        from icdcoder.errors import IcdcoderError
+        from icdcoder.training.config import load_config
+        from icdcoder.training.pipeline import run_experiment
+
+        cfg = load_config(config, set_)
+        if out.exists() and any(out.iterdir()) and not resume:
+            if not overwrite:
+                raise IcdcoderError(
+                    "run directory exists.",
+                    path=out,
+                    fix="pass --resume to continue it, --overwrite to start again, or a new --out.",
+                )
+            shutil.rmtree(out)
+        summary = run_experiment(cfg, out, resume=resume)
+        _print_metrics(summary)
+
+    @app.command()
+    def evaluate(
+        model_dir: Path = typer.Argument(..., help="A model directory (RUN_DIR/model)."),
+        data: Path = typer.Option(..., "--data", help="A prepared dataset directory."),
+        split: str = typer.Option("dev", "--split", help="dev or test."),
+        as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+        predictions: Path | None = typer.Option(
+            None, "--predictions", help="Write per-document probabilities (parquet) here."
+        ),
+    ) -> None:
+        """Evaluate a model directory on a split of a prepared dataset, at its stored thresholds."""
+        from icdcoder.training.evaluate import evaluate_model_dir
+
+        metrics = evaluate_model_dir(model_dir, data, split, predictions)
+        if as_json:
+            typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
+        else:
+            _print_table({f"{split}": metrics})
+
+
+MAIN_METRICS = ("f1_micro", "f1_macro", "auc_micro", "auc_macro", "p@5", "p@8", "r_precision", "map")
+
+
+def _print_table(rows: dict[str, dict[str, float]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="metrics")
+    table.add_column("split")
+    for m in MAIN_METRICS:
+        table.add_column(m, justify="right")
+    for name, metrics in rows.items():
+        table.add_row(name, *(f"{metrics[m]:.4f}" if m in metrics else "-" for m in MAIN_METRICS))
+    Console().print(table)
+
+
+def _print_metrics(summary: dict[str, object]) -> None:
+    rows = {s: summary[s] for s in ("dev", "test") if isinstance(summary.get(s), dict)}
+    if rows:
+        _print_table(rows)  # type: ignore[arg-type]

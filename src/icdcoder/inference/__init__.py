@@ -1,0 +1,1 @@
+"""Loading a model directory and coding new notes, with evidence."""

@@ -1,0 +1,207 @@
+"""The self-describing model directory (Hugging Face save_pretrained-style): inference needs nothing else.
+
+    config.yaml          resolved experiment config
+    labels.json          label space: codes with systems and titles, in logit order (+ fingerprint)
+    vocab.json           vocabulary (+ fingerprint)
+    tokenizer.json       tokenizer settings
+    context.json         construction-time inputs of the model (tokenised code texts, document frequencies)
+    model.safetensors    weights (never pickles)
+    thresholds.json      decision thresholds tuned on dev
+    metadata.json        data fingerprint, seed, package versions, dev metrics, and sha256 of every file
+
+Written atomically. Loading verifies every checksum and that weights, vocabulary and label space agree, and
+refuses a corrupted or mismatched directory with an error naming the file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from icdcoder import __version__
+from icdcoder.errors import IcdcoderError, ModelDirError
+from icdcoder.io import atomic_output_dir, read_json, write_json
+from icdcoder.models.base import IcdModel, ModelContext, build_model
+from icdcoder.text.tokenizer import Tokenizer
+from icdcoder.text.vocab import Vocab
+from icdcoder.training.config import ExperimentConfig, parse_config
+from icdcoder.training.labels import LabelSpace
+
+FORMAT = "icdcoder-model/1"
+FILES = (
+    "config.yaml",
+    "labels.json",
+    "vocab.json",
+    "tokenizer.json",
+    "context.json",
+    "model.safetensors",
+    "thresholds.json",
+)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    import numpy
+
+    return {
+        "icdcoder": __version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    config: ExperimentConfig
+    labels: LabelSpace
+    vocab: Vocab
+    tokenizer: Tokenizer
+    model: IcdModel
+    thresholds: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+def context_to_json(ctx: ModelContext) -> dict[str, Any]:
+    return {
+        "vocab_size": ctx.vocab_size,
+        "pad_id": ctx.pad_id,
+        "label_token_ids": ctx.label_token_ids,
+        "label_synonym_token_ids": ctx.label_synonym_token_ids,
+        "token_doc_freq": ctx.token_doc_freq,
+        "n_train_docs": ctx.n_train_docs,
+    }
+
+
+def save_model_dir(
+    out: str | Path,
+    *,
+    config: ExperimentConfig,
+    labels: LabelSpace,
+    vocab: Vocab,
+    tokenizer: Tokenizer,
+    model: IcdModel,
+    ctx: ModelContext,
+    thresholds: dict[str, Any],
+    metadata: dict[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    out = Path(out)
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        (tmp / "config.yaml").write_text(
+            yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
+        )
+        write_json(tmp / "labels.json", labels.to_json())
+        vocab.save(tmp / "vocab.json")
+        write_json(tmp / "tokenizer.json", tokenizer.to_config())
+        write_json(tmp / "context.json", context_to_json(ctx))
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, tmp / "model.safetensors", metadata={"format": FORMAT})
+        write_json(tmp / "thresholds.json", thresholds)
+        meta = {
+            "format": FORMAT,
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "model": config.model.get("name"),
+            "label_fingerprint": labels.fingerprint,
+            "vocab_fingerprint": vocab.fingerprint,
+            "versions": package_versions(),
+            **metadata,
+            "sha256": {name: _sha256(tmp / name) for name in FILES},
+        }
+        write_json(tmp / "metadata.json", meta)
+    return out
+
+
+def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelDirError(
+            "model directory not found.",
+            path=path,
+            fix="pass the `model` folder of a training run (RUN_DIR/model).",
+        )
+    meta_path = path / "metadata.json"
+    if not meta_path.is_file():
+        raise ModelDirError("not an icdcoder model directory (metadata.json missing).", path=path)
+    meta = read_json(meta_path)
+    if meta.get("format") != FORMAT:
+        raise ModelDirError(
+            f"unsupported model format {meta.get('format')!r} (expected {FORMAT}).", path=meta_path
+        )
+    for name in FILES:
+        f = path / name
+        if not f.is_file():
+            raise ModelDirError(f"{name} is missing.", path=path, fix="copy the whole model directory again.")
+        if _sha256(f) != meta.get("sha256", {}).get(name):
+            raise ModelDirError(
+                "file is corrupted or was edited (checksum mismatch).",
+                path=f,
+                fix="restore the model directory from the training run or retrain.",
+            )
+    try:
+        raw_cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+        config = parse_config(raw_cfg, source=str(path / "config.yaml"))
+        labels = LabelSpace.from_json(read_json(path / "labels.json"))
+        vocab = Vocab.load(path / "vocab.json")
+        tokenizer = Tokenizer.from_config(read_json(path / "tokenizer.json"))
+        cj = read_json(path / "context.json")
+    except IcdcoderError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelDirError(f"unreadable model directory: {exc}.", path=path) from None
+    if labels.fingerprint != meta.get("label_fingerprint"):
+        raise ModelDirError(
+            "labels.json does not match the label space the weights were trained on.",
+            path=path / "labels.json",
+        )
+    if vocab.fingerprint != meta.get("vocab_fingerprint") or cj["vocab_size"] != len(vocab):
+        raise ModelDirError(
+            "vocab.json does not match the vocabulary the weights were trained on.", path=path / "vocab.json"
+        )
+    ctx = ModelContext(
+        label_keys=labels.keys,
+        vocab_size=int(cj["vocab_size"]),
+        pad_id=int(cj.get("pad_id", 0)),
+        label_token_ids=cj.get("label_token_ids", []),
+        label_synonym_token_ids=cj.get("label_synonym_token_ids", []),
+        token_doc_freq=cj.get("token_doc_freq", []),
+        n_train_docs=int(cj.get("n_train_docs", 0)),
+    )
+    model = build_model(config.model, ctx)
+    try:
+        state = load_file(path / "model.safetensors")
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise ModelDirError(
+            f"weights do not fit the model: {str(exc)[:300]}",
+            path=path / "model.safetensors",
+            fix="the directory mixes files from different runs; retrain or restore it.",
+        ) from None
+    model.to(device).eval()
+    return LoadedModel(
+        path=path,
+        config=config,
+        labels=labels,
+        vocab=vocab,
+        tokenizer=tokenizer,
+        model=model,
+        thresholds=read_json(path / "thresholds.json"),
+        metadata=meta,
+    )

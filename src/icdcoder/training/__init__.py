@@ -1,0 +1,1 @@
+"""Experiment configs, the data-to-tensor path, the trainer and run bookkeeping."""

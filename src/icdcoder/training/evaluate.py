@@ -1,0 +1,123 @@
+"""Evaluation glue between models and metrics: threshold tuning on dev, metrics over a split (unseen gold
+codes included), the per-document predictions file, and evaluating a saved model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from icdcoder.errors import DataError
+from icdcoder.evaluation.metrics import compute_metrics
+from icdcoder.evaluation.thresholds import Thresholds
+from icdcoder.evaluation.thresholds import tune_thresholds as _tune
+from icdcoder.training.data import EncodedSplit, target_matrix
+from icdcoder.training.labels import LabelSpace
+
+
+def tune_thresholds(
+    probs: np.ndarray, split: EncodedSplit, labels: LabelSpace, kind: str = "global"
+) -> Thresholds:
+    """Tune decision thresholds on this (dev) split's probabilities for micro-F1 (exact sweep)."""
+    return _tune(probs, target_matrix(split, len(labels)), labels.keys, kind=kind)  # type: ignore[arg-type]
+
+
+def evaluate_probs(
+    probs: np.ndarray,
+    split: EncodedSplit,
+    labels: LabelSpace,
+    thresholds: Thresholds,
+    *,
+    include_unseen: bool = True,
+) -> dict[str, float]:
+    """All metrics of a split. With `include_unseen`, gold codes outside the label space are added as columns
+    the model scores 0, so they count as misses instead of silently vanishing from the denominators."""
+    y = target_matrix(split, len(labels))
+    keys = list(labels.keys)
+    if include_unseen:
+        extra = sorted({k for codes in split.unseen for k in codes})
+        if extra:
+            col = {k: len(keys) + i for i, k in enumerate(extra)}
+            y_extra = np.zeros((len(split), len(extra)), dtype=np.int8)
+            for row, codes in enumerate(split.unseen):
+                for k in codes:
+                    y_extra[row, col[k] - len(keys)] = 1
+            probs = np.concatenate([probs, np.zeros((len(split), len(extra)), dtype=probs.dtype)], axis=1)
+            y = np.concatenate([y, y_extra], axis=1)
+            keys = keys + extra
+    metrics = compute_metrics(probs, y, keys, threshold=thresholds)
+    metrics["threshold"] = float(thresholds.global_threshold)
+    metrics["unseen_gold_codes"] = float(sum(len(u) for u in split.unseen))
+    return metrics
+
+
+def write_predictions(path: Path, probs: np.ndarray, split: EncodedSplit, labels: LabelSpace) -> None:
+    """Per-document probabilities for every code (parquet), so metrics can be recomputed without the model."""
+    from icdcoder.io import atomic_write
+
+    gold = [[labels.keys[i] for i in t] + u for t, u in zip(split.targets, split.unseen, strict=True)]
+    table = pa.table(
+        {
+            "id": pa.array(split.doc_ids, pa.string()),
+            "gold": pa.array(gold, pa.list_(pa.string())),
+            "probs": pa.FixedSizeListArray.from_arrays(
+                pa.array(probs.astype(np.float32).ravel()), len(labels)
+            ),
+        }
+    )
+    table = table.replace_schema_metadata({"label_keys": "\n".join(labels.keys)})
+    with atomic_write(path, "wb", encoding=None) as fh:
+        pq.write_table(table, fh, compression="zstd")
+
+
+def read_predictions(path: Path) -> tuple[list[str], list[list[str]], np.ndarray, list[str]]:
+    """Inverse of write_predictions: (doc ids, gold keys per doc, probs [N, C], label keys)."""
+    table = pq.read_table(path)
+    keys = (table.schema.metadata or {}).get(b"label_keys", b"").decode("utf-8").split("\n")
+    probs = np.asarray(table.column("probs").combine_chunks().flatten(), dtype=np.float32).reshape(
+        -1, len(keys)
+    )
+    return table.column("id").to_pylist(), table.column("gold").to_pylist(), probs, keys
+
+
+def evaluate_model_dir(
+    model_dir: Path, data_dir: Path, split: str, predictions: Path | None = None, batch_size: int = 16
+) -> dict[str, Any]:
+    """Evaluate a saved model on a split of a prepared dataset at its stored thresholds."""
+    import torch
+
+    from icdcoder.data.prepared import PreparedDataset
+    from icdcoder.modeldir import load_model_dir
+    from icdcoder.training.data import encode_split
+    from icdcoder.training.trainer import predict_probs
+
+    lm = load_model_dir(model_dir)
+    ds = PreparedDataset.open(data_dir)
+    if split not in ds.splits:
+        raise DataError(f"the dataset has no {split!r} split (it has {', '.join(ds.splits)}).", path=data_dir)
+    docs = ds.load(split)
+    data_codes = {k for d in docs for k in d.codes}
+    overlap = data_codes & set(lm.labels.keys)
+    if data_codes and not overlap:
+        raise DataError(
+            f"none of the {len(data_codes)} codes of this split are in the model's label space "
+            f"({', '.join(lm.labels.systems)}).",
+            path=data_dir,
+            fix="evaluate the model on data of the code systems it was trained on.",
+        )
+    tok, vocab = lm.tokenizer, lm.vocab
+    max_tokens = lm.config.data.max_tokens
+    encoded = encode_split(
+        docs, [vocab.encode(tok.words(d.text)[:max_tokens]) for d in docs], lm.labels, max_tokens
+    )
+    probs = predict_probs(lm.model, encoded, batch_size, torch.device("cpu"))
+    thresholds = Thresholds.from_dict(lm.thresholds)
+    metrics = evaluate_probs(
+        probs, encoded, lm.labels, thresholds, include_unseen=lm.config.eval.include_unseen_codes
+    )
+    if predictions is not None:
+        write_predictions(predictions, probs, encoded, lm.labels)
+    return metrics

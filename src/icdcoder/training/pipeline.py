@@ -1,0 +1,228 @@
+"""One experiment end to end: data → tokens → vocabulary → labels → embeddings → model → trainer →
+dev-tuned thresholds → model directory → (once) test evaluation. Used by `icdcoder train` and the demo.
+
+Run directory:
+    model/                 the model directory (inference needs nothing else)
+    checkpoint/            the last resume checkpoint
+    metrics.jsonl          per-step training and per-epoch dev records
+    config.yaml            the resolved config
+    dev_metrics.json       dev metrics of the selected model at the tuned thresholds
+    test_metrics.json      test metrics (read once, after selection), when eval.test is on
+    predictions_test.parquet  every test document's probability for every code
+    run.json               summary: dataset, model, seed, best epoch, timings, metrics
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from icdcoder.data.document import Document
+from icdcoder.data.prepared import PreparedDataset
+from icdcoder.errors import DataError
+from icdcoder.io import write_json
+from icdcoder.models.base import ModelContext, build_model
+from icdcoder.text.tokenizer import Tokenizer
+from icdcoder.text.vocab import Vocab
+from icdcoder.training.config import DataConfig, ExperimentConfig, dump_config
+from icdcoder.training.data import EncodedSplit, encode_split
+from icdcoder.training.evaluate import evaluate_probs, tune_thresholds, write_predictions
+from icdcoder.training.labels import LabelSpace
+from icdcoder.training.trainer import DistEnv, Trainer, predict_probs, set_seed
+
+log = logging.getLogger(__name__)
+
+MAX_LABEL_TEXT_TOKENS = 30  # code titles/synonyms are cut to 30 tokens (as MSMN did)
+
+
+def cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("ICDCODER_CACHE", Path.home() / ".cache" / "icdcoder"))
+
+
+def open_dataset(cfg: DataConfig) -> PreparedDataset:
+    """Open the prepared dataset a config names; CodiEsp is prepared once into the cache."""
+    if cfg.source == "prepared":
+        assert cfg.path is not None
+        return PreparedDataset.open(cfg.path)
+    from icdcoder.data.sources.codiesp import prepare_codiesp
+
+    root = None if cfg.codiesp_path is None else Path(cfg.codiesp_path)
+    tag = (
+        "embedded"
+        if root is None
+        else __import__("hashlib").sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    )
+    out = cache_dir() / "datasets" / f"codiesp-{cfg.task}-{cfg.lang}-{tag}"
+    if not (out / "stats.json").exists():
+        prepare_codiesp(out, root=root, task=cfg.task, lang=cfg.lang, evidence=True, overwrite=True)
+    return PreparedDataset.open(out)
+
+
+@dataclass
+class PreparedInputs:
+    dataset: PreparedDataset
+    tokenizer: Tokenizer
+    vocab: Vocab
+    labels: LabelSpace
+    splits: dict[str, EncodedSplit]
+    ctx: ModelContext
+
+
+def label_space_from(dataset: PreparedDataset, min_count: int) -> LabelSpace:
+    from icdcoder.ontology.ontology import get_ontology
+
+    onto = get_ontology()
+    entries = [e for e in dataset.label_entries if e["counts"].get("train", 0) >= min_count]
+    if not entries:
+        raise DataError(
+            "no code occurs in the train split often enough to be learned.",
+            path=dataset.path,
+            fix="lower data.label_min_count or check that the dataset has a train split.",
+        )
+    return LabelSpace(
+        keys=[e["key"] for e in entries],
+        titles=[onto.title(e["key"]) for e in entries],
+        train_counts=[int(e["counts"]["train"]) for e in entries],
+    )
+
+
+def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
+    dataset = open_dataset(cfg.data)
+    for split in ("train", "dev"):
+        if split not in dataset.splits:
+            raise DataError(
+                f"the dataset has no {split!r} split.",
+                path=dataset.path,
+                fix="prepare it with splits (e.g. --split-ratios for your own files).",
+            )
+    tokenizer = Tokenizer(lowercase=cfg.data.lowercase, drop_numeric=cfg.data.drop_numeric)
+    docs: dict[str, list[Document]] = {
+        s: dataset.load(s) for s in ("train", "dev", "test") if s in dataset.splits
+    }
+    words = {s: [tokenizer.words(d.text)[: cfg.data.max_tokens] for d in ds] for s, ds in docs.items()}
+    vocab = Vocab.build(words["train"], min_doc_freq=cfg.data.min_doc_freq, max_size=cfg.data.max_vocab)
+    labels = label_space_from(dataset, cfg.data.label_min_count)
+    splits = {
+        s: encode_split(docs[s], [vocab.encode(w) for w in words[s]], labels, cfg.data.max_tokens)
+        for s in docs
+    }
+    embeddings = None
+    if cfg.embeddings.word2vec:
+        from icdcoder.text.word2vec import cached_word2vec, embedding_matrix
+
+        extra = None
+        if cfg.embeddings.extra_texts == "codiesp-background":
+            from icdcoder.data.sources.codiesp import iter_background_texts
+
+            extra = list(
+                iter_background_texts(
+                    None if cfg.data.codiesp_path is None else Path(cfg.data.codiesp_path), lang=cfg.data.lang
+                )
+            )
+        w2v_words, vectors = cached_word2vec(
+            dataset.path,
+            tokenizer,
+            extra_texts=extra,
+            extra_key=cfg.embeddings.extra_texts,
+            dim=cfg.embeddings.dim,
+            window=cfg.embeddings.window,
+            epochs=cfg.embeddings.epochs,
+            seed=cfg.train.seed,
+            cache_dir=cache_dir() / "word2vec",
+        )
+        embeddings = embedding_matrix(vocab, w2v_words, vectors, seed=cfg.train.seed)
+    ctx = ModelContext(
+        label_keys=labels.keys,
+        vocab_size=len(vocab),
+        pad_id=vocab.pad_id,
+        embeddings=embeddings,
+        label_token_ids=[
+            vocab.encode(tokenizer.words(t))[:MAX_LABEL_TEXT_TOKENS] or [vocab.unk_id] for t in labels.titles
+        ],
+        token_doc_freq=list(vocab.doc_freq or []),
+        n_train_docs=len(splits["train"]),
+    )
+    return PreparedInputs(dataset, tokenizer, vocab, labels, splits, ctx)
+
+
+def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    """Train, select on dev, tune thresholds on dev, save the model directory, then evaluate test once."""
+    from icdcoder.modeldir import save_model_dir
+
+    run_dir = Path(run_dir)
+    env = DistEnv.from_env()
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    set_seed(cfg.train.seed)
+    t0 = time.perf_counter()
+    inputs = prepare_inputs(cfg)
+    set_seed(cfg.train.seed)  # model init must not depend on how much randomness data preparation used
+    model = build_model(cfg.model, inputs.ctx)
+    labels = inputs.labels
+    dev = inputs.splits["dev"]
+    with_unseen = cfg.eval.include_unseen_codes
+
+    def dev_eval(probs: np.ndarray) -> dict[str, float]:
+        th = tune_thresholds(probs, dev, labels, kind="global")
+        return evaluate_probs(probs, dev, labels, th, include_unseen=with_unseen)
+
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    trainer = Trainer(model, inputs.splits["train"], dev, cfg.train, run_dir, dev_eval, env)
+    result = trainer.fit(resume=resume)
+    train_secs = time.perf_counter() - t0
+    summary: dict[str, Any] = {
+        "dataset": cfg.dataset_name,
+        "model": cfg.model["name"],
+        "seed": cfg.train.seed,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "steps": result.steps,
+        "train_seconds": round(train_secs, 2),
+        "n_labels": len(labels),
+        "data_fingerprint": inputs.dataset.fingerprint,
+    }
+    if not env.is_main:
+        return summary
+    device = trainer.device
+    dev_probs = predict_probs(model, dev, cfg.train.eval_batch_size, device)
+    thresholds = tune_thresholds(dev_probs, dev, labels, kind=cfg.eval.thresholds)
+    dev_metrics = evaluate_probs(dev_probs, dev, labels, thresholds, include_unseen=with_unseen)
+    write_json(run_dir / "dev_metrics.json", dev_metrics)
+    summary["dev"] = dev_metrics
+    save_model_dir(
+        run_dir / "model",
+        config=cfg,
+        labels=labels,
+        vocab=inputs.vocab,
+        tokenizer=inputs.tokenizer,
+        model=model,
+        ctx=inputs.ctx,
+        thresholds=thresholds.to_dict(),
+        overwrite=True,
+        metadata={
+            "data_fingerprint": inputs.dataset.fingerprint,
+            "dataset": cfg.dataset_name,
+            "seed": cfg.train.seed,
+            "best_epoch": result.best_epoch,
+            "dev_metrics": dev_metrics,
+        },
+    )
+    if cfg.eval.test and "test" in inputs.splits:
+        test = inputs.splits["test"]
+        test_probs = predict_probs(model, test, cfg.train.eval_batch_size, device)
+        test_metrics = evaluate_probs(test_probs, test, labels, thresholds, include_unseen=with_unseen)
+        write_json(run_dir / "test_metrics.json", test_metrics)
+        write_predictions(run_dir / "predictions_test.parquet", test_probs, test, labels)
+        summary["test"] = test_metrics
+    write_json(run_dir / "run.json", summary)
+    return summary
