@@ -87,6 +87,7 @@ def context_to_json(ctx: ModelContext) -> dict[str, Any]:
         "label_synonym_token_ids": ctx.label_synonym_token_ids,
         "token_doc_freq": ctx.token_doc_freq,
         "n_train_docs": ctx.n_train_docs,
+        "extras": ctx.extras,
     }
 
 
@@ -183,6 +184,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
         label_synonym_token_ids=cj.get("label_synonym_token_ids", []),
         token_doc_freq=cj.get("token_doc_freq", []),
         n_train_docs=int(cj.get("n_train_docs", 0)),
+        extras=dict(cj.get("extras", {})),
     )
     model = build_model(config.model, ctx)
     try:

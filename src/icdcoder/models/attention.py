@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 
 def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor:
-    """Softmax over `dim`; where `mask` (broadcastable, True = keep) is False the weight is 0 (all-masked: 0s)."""
+    """Softmax over `dim`; weight 0 where `mask` (broadcastable, True = keep) is False; all-masked → 0s."""
     scores = scores.float()
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))

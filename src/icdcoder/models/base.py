@@ -42,6 +42,7 @@ class ModelContext:
     label_synonym_token_ids: list[list[list[int]]] = field(default_factory=list)  # per code, M synonyms
     token_doc_freq: list[int] = field(default_factory=list)  # training document frequency per vocab id
     n_train_docs: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable, model-specific inputs
 
     @property
     def n_labels(self) -> int:
@@ -86,6 +87,18 @@ class IcdModel(nn.Module):
         self.config = config
         self.n_labels = ctx.n_labels
 
+    @classmethod
+    def extend_context(
+        cls,
+        config: ModelConfig,
+        ctx: ModelContext,
+        label_titles: list[str],
+        encode_text: Callable[[str], list[int]],
+    ) -> None:
+        """Add model-specific, data-derived inputs to `ctx` before construction at training time (e.g.
+        the tokenised synonyms of MSMN). Whatever is added must live in the ModelContext fields (saved to
+        the model directory's context.json and restored at load), never be recomputed at load time."""
+
     def forward(self, batch: Batch) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -113,15 +126,16 @@ def register_model(name: str) -> Callable[[M], M]:
 
 
 def _load_builtin_models() -> None:
-    # Importing the modules runs their @register_model decorators.
+    # Importing every module of this package runs their @register_model decorators, so a new model file
+    # is picked up without editing a list here.
     import importlib
+    import pkgutil
 
-    for module in ("caml", "multirescnn", "laat", "tfidf"):
-        try:
-            importlib.import_module(f"icdcoder.models.{module}")
-        except ModuleNotFoundError as exc:  # a model module not written yet must not break the others
-            if exc.name != f"icdcoder.models.{module}":
-                raise
+    import icdcoder.models as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_") and info.name not in ("base", "attention", "encoders"):
+            importlib.import_module(f"icdcoder.models.{info.name}")
 
 
 def model_names() -> list[str]:

@@ -27,7 +27,7 @@ from icdcoder.data.document import Document
 from icdcoder.data.prepared import PreparedDataset
 from icdcoder.errors import DataError
 from icdcoder.io import write_json
-from icdcoder.models.base import ModelContext, build_model
+from icdcoder.models.base import ModelContext, build_model, get_model_class, validate_model_config
 from icdcoder.text.tokenizer import Tokenizer
 from icdcoder.text.vocab import Vocab
 from icdcoder.training.config import DataConfig, ExperimentConfig, dump_config
@@ -149,6 +149,13 @@ def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
         ],
         token_doc_freq=list(vocab.doc_freq or []),
         n_train_docs=len(splits["train"]),
+    )
+    model_cls = get_model_class(str(cfg.model["name"]))
+    model_cls.extend_context(
+        validate_model_config(model_cls, cfg.model),
+        ctx,
+        labels.titles,
+        lambda text: vocab.encode(tokenizer.words(text))[:MAX_LABEL_TEXT_TOKENS],
     )
     return PreparedInputs(dataset, tokenizer, vocab, labels, splits, ctx)
 
