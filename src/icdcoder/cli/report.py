@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         from icdcoder.evaluation.report import results_table
 
         text = results_table(runs, split=split)
-        typer.echo(text)
+        typer.echo(text, nl=False)
         if out is not None:
             from icdcoder.io import atomic_write
 
