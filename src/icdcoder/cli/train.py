@@ -18,6 +18,7 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run directory."),
     ) -> None:
         """Train a model, select it and tune its thresholds on dev, then evaluate it once on test."""
+        import os
         import shutil
 
         from icdcoder.errors import IcdcoderError
@@ -25,7 +26,8 @@ def register(app: typer.Typer) -> None:
         from icdcoder.training.pipeline import run_experiment
 
         cfg = load_config(config, set_)
-        if out.exists() and any(out.iterdir()) and not resume:
+        is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 manages the run directory
+        if is_main and out.exists() and any(out.iterdir()) and not resume:
             if not overwrite:
                 raise IcdcoderError(
                     "run directory exists.",
@@ -56,20 +58,29 @@ def register(app: typer.Typer) -> None:
             _print_table({f"{split}": metrics})
 
 
-MAIN_METRICS = ("f1_micro", "f1_macro", "auc_micro", "auc_macro", "p@5", "p@8", "r_precision", "map")
+MAIN_METRICS = (
+    ("f1_micro", "F1 micro"),
+    ("f1_macro", "F1 macro"),
+    ("auc_micro", "AUC micro"),
+    ("auc_macro", "AUC macro"),
+    ("p@5", "P@5"),
+    ("p@8", "P@8"),
+    ("r_precision", "R-prec"),
+    ("map", "MAP"),
+)
 
 
 def _print_table(rows: dict[str, dict[str, float]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="metrics")
+    table = Table(title="metrics (thresholds tuned on dev)")
     table.add_column("split")
-    for m in MAIN_METRICS:
-        table.add_column(m, justify="right")
+    for _, label in MAIN_METRICS:
+        table.add_column(label, justify="right", no_wrap=True)
     for name, metrics in rows.items():
-        table.add_row(name, *(f"{metrics[m]:.4f}" if m in metrics else "-" for m in MAIN_METRICS))
-    Console().print(table)
+        table.add_row(name, *(f"{metrics[m]:.4f}" if m in metrics else "-" for m, _ in MAIN_METRICS))
+    Console(width=max(100, Console().width)).print(table)
 
 
 def _print_metrics(summary: dict[str, object]) -> None:

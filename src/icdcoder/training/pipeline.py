@@ -31,9 +31,10 @@ from icdcoder.models.base import ModelContext, build_model, get_model_class, val
 from icdcoder.text.tokenizer import Tokenizer
 from icdcoder.text.vocab import Vocab
 from icdcoder.training.config import DataConfig, ExperimentConfig, dump_config
-from icdcoder.training.data import EncodedSplit, encode_split
+from icdcoder.training.data import EncodedSplit, encode_split, target_matrix
 from icdcoder.training.evaluate import evaluate_probs, tune_thresholds, write_predictions
 from icdcoder.training.labels import LabelSpace
+from icdcoder.training.losses import mean_bce
 from icdcoder.training.trainer import DistEnv, Trainer, predict_probs, set_seed
 
 log = logging.getLogger(__name__)
@@ -170,16 +171,25 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         torch.set_num_threads(cfg.train.num_threads)
     set_seed(cfg.train.seed)
     t0 = time.perf_counter()
+    # Under torchrun, rank 0 prepares data and embeddings into the caches first; the others then hit them.
+    if env.world_size > 1 and not env.is_main:
+        torch.distributed.barrier()
     inputs = prepare_inputs(cfg)
+    if env.world_size > 1 and env.is_main:
+        torch.distributed.barrier()
     set_seed(cfg.train.seed)  # model init must not depend on how much randomness data preparation used
     model = build_model(cfg.model, inputs.ctx)
     labels = inputs.labels
     dev = inputs.splits["dev"]
     with_unseen = cfg.eval.include_unseen_codes
 
+    dev_targets = target_matrix(dev, len(labels))
+
     def dev_eval(probs: np.ndarray) -> dict[str, float]:
         th = tune_thresholds(probs, dev, labels, kind="global")
-        return evaluate_probs(probs, dev, labels, th, include_unseen=with_unseen)
+        metrics = evaluate_probs(probs, dev, labels, th, include_unseen=with_unseen)
+        # Dev loss per epoch (metrics.jsonl `dev_bce`): mean BCE over the model's codes, for loss curves.
+        return {**metrics, "bce": mean_bce(probs, dev_targets)}
 
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +210,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     }
     if not env.is_main:
         return summary
+    # Rank 0 alone selects thresholds, saves and tests; the other ranks are done.
     device = trainer.device
     dev_probs = predict_probs(model, dev, cfg.train.eval_batch_size, device)
     thresholds = tune_thresholds(dev_probs, dev, labels, kind=cfg.eval.thresholds)

@@ -1,0 +1,150 @@
+"""Train-step and inference throughput (notes/s) and peak memory of every baseline on synthetic
+MIMIC-shaped notes, at 50 and ~9,000 codes, with the published MIMIC-III dimensions.
+
+Each (model, code count) runs in a fresh subprocess so peak RSS (ru_maxrss of the child) is its own; the
+figures are ratios-ready: all models see the same notes (same seed) in the same run.
+
+    .venv/bin/python benchmarks/baseline_throughput.py [--codes 50 8921] [--batch 4] [--words 2500]
+        [--models tfidf caml ...] [--threads 2] [--out runs/bench/baselines.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PUBLISHED = {  # MIMIC-III full dimensions (model modules' docstrings)
+    "tfidf": {},
+    "caml": {"kernel_size": 10, "num_filters": 50},
+    "dr_caml": {"kernel_size": 10, "num_filters": 50},
+    "multirescnn": {},
+    "laat": {"hidden_size": 512, "d_a": 512},
+    "joint_laat": {"hidden_size": 512, "d_a": 512},
+}
+
+
+def child(model: str, n_codes: int, batch: int, words: int, steps: int, threads: int) -> dict[str, float]:
+    import numpy as np
+    import torch
+
+    from icdcoder.data.sources.synthetic import generate
+    from icdcoder.models.base import ModelContext, build_model
+    from icdcoder.text.tokenizer import Tokenizer
+    from icdcoder.text.vocab import Vocab
+    from icdcoder.training.data import encode_split, make_batch
+    from icdcoder.training.labels import LabelSpace
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    docs = list(generate(batch * (steps + 1), words_per_note=words, n_codes=n_codes, seed=0))
+    tok = Tokenizer()
+    words_per_doc = [tok.words(d.text)[:4000] for d in docs]
+    vocab = Vocab.build(words_per_doc)
+    keys = sorted({k for d in docs for k in d.codes})
+    # the label space is the generator's full code list: pad with unseen codes up to n_codes
+    keys = (keys + [f"icd9cm-dx:X{i:05d}" for i in range(n_codes)])[:n_codes] if len(keys) < n_codes else keys
+    labels = LabelSpace(keys)
+    split = encode_split(docs, [vocab.encode(w) for w in words_per_doc], labels, 4000)
+    ctx = ModelContext(
+        label_keys=keys,
+        vocab_size=len(vocab),
+        label_token_ids=[[2, 3, 4]] * len(keys),
+        token_doc_freq=list(vocab.doc_freq or []),
+        n_train_docs=len(docs),
+    )
+    m = build_model({"name": model, **PUBLISHED[model]}, ctx)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    batches = [list(range(i * batch, (i + 1) * batch)) for i in range(steps + 1)]
+    m.train()
+    times = []
+    for i, idx in enumerate(batches):
+        b = make_batch(split, idx, len(keys))
+        t = time.perf_counter()
+        loss = sum(m.losses(b, m(b)).values())
+        opt.zero_grad()
+        loss.backward()  # type: ignore[union-attr]
+        opt.step()
+        if i:  # the first step warms up allocators
+            times.append(time.perf_counter() - t)
+    train_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    m.eval()
+    inf = []
+    with torch.no_grad():
+        for idx in batches[1:]:
+            b = make_batch(split, idx, len(keys))
+            t = time.perf_counter()
+            m(b)
+            inf.append(time.perf_counter() - t)
+    tokens = float(np.mean([len(t) for t in split.token_ids]))
+    return {
+        "train_notes_per_s": batch / float(np.mean(times)),
+        "infer_notes_per_s": batch / float(np.mean(inf)),
+        "peak_rss_train_mb": train_rss,
+        "tokens_per_note": tokens,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--codes", type=int, nargs="+", default=[50, 8921])
+    ap.add_argument("--models", nargs="+", default=list(PUBLISHED))
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--words", type=int, default=2500)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("runs/bench/baselines.json"))
+    ap.add_argument("--child", nargs=2, metavar=("MODEL", "CODES"))
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(child(a.child[0], int(a.child[1]), a.batch, a.words, a.steps, a.threads)))
+        return
+    rows = []
+    for n in a.codes:
+        for model in a.models:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                model,
+                str(n),
+                "--batch",
+                str(a.batch),
+                "--words",
+                str(a.words),
+                "--steps",
+                str(a.steps),
+                "--threads",
+                str(a.threads),
+            ]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            row = {"model": model, "codes": n, **json.loads(res.stdout.strip().splitlines()[-1])}
+            rows.append(row)
+            print(
+                f"{model:12s} {n:5d} codes  train {row['train_notes_per_s']:7.2f} notes/s  "
+                f"infer {row['infer_notes_per_s']:7.2f} notes/s  peak {row['peak_rss_train_mb']:7.0f} MB",
+                flush=True,
+            )
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(
+        json.dumps(
+            {"args": {k: v for k, v in vars(a).items() if k != "out" and k != "child"}, "rows": rows},
+            indent=2,
+            default=str,
+        )
+    )
+    print("| model | codes | train notes/s | inference notes/s | peak RSS (train) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['codes']} | {r['train_notes_per_s']:.2f} | {r['infer_notes_per_s']:.2f} | "
+            f"{r['peak_rss_train_mb'] / 1024:.2f} GB |"
+        )
+
+
+if __name__ == "__main__":
+    main()
