@@ -13,17 +13,21 @@ from torch import Tensor, nn
 
 
 def masked_softmax(scores: Tensor, mask: Tensor | None, dim: int = -1) -> Tensor:
-    """Softmax over `dim`; weight 0 where `mask` (broadcastable, True = keep) is False; all-masked → 0s."""
+    """Softmax over `dim`; weight 0 where `mask` (broadcastable, True = keep) is False; all-masked → 0s.
+
+    Masked scores are set to the most negative float32 (not -inf), so the fused softmax never sees a row of
+    -inf and never makes NaN; exp(min - max) underflows to exactly 0. Only when some row has no real token
+    at all (an empty note) is a broadcast multiply needed to zero it. This keeps the number of full-size
+    [B, C, T] temporaries at two, which is what bounds memory at ~9,000 codes × 4,000 tokens.
+    """
     scores = scores.float()
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    m = scores.amax(dim=dim, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    e = torch.exp(scores - m)
-    if mask is not None:
-        e = e * mask
-    denom = e.sum(dim=dim, keepdim=True).clamp_min(1e-30)
-    return e / denom
+    if mask is None:
+        return torch.softmax(scores, dim=dim)
+    weights = torch.softmax(scores.masked_fill(~mask, torch.finfo(torch.float32).min), dim=dim)
+    has_token = mask.any(dim=dim, keepdim=True)
+    if not bool(has_token.all()):
+        weights = weights * has_token
+    return weights
 
 
 def label_attention(
