@@ -253,3 +253,27 @@ def test_evaluate_refuses_data_of_another_code_system(trained: Path, tmp_path: P
     )
     assert isinstance(result.exception, IcdcoderError)
     assert "label space" in str(result.exception)
+
+
+def test_demo_end_to_end_small(tmp_path: Path) -> None:
+    """The README's main job, shrunk: embedded CodiEsp-D, a 1-epoch narrow CAML, metrics, one coded note."""
+    out = _ok(
+        [
+            "demo",
+            "--out",
+            str(tmp_path / "demo"),
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "model.num_filters=4",
+            "--set",
+            "embeddings.word2vec=false",
+            "--set",
+            "train.progress=false",
+        ]
+    )
+    assert "train:  500 documents" in out and "dev:  250" in out and "test:  250" in out
+    assert "icd10cm:R52" in out and "[long_title]" in out
+    assert "F1 micro" in out and "MAP" in out
+    assert "Coding one test note" in out and "p=" in out
+    assert (tmp_path / "demo" / "run" / "model" / "model.safetensors").exists()

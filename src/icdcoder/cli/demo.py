@@ -29,8 +29,10 @@ def register(app: typer.Typer) -> None:
         import shutil
 
         from rich.console import Console
+        from rich.markup import escape
 
         from icdcoder.cli.train import _print_metrics
+        from icdcoder.data.document import SPLITS
         from icdcoder.data.prepared import PreparedDataset
         from icdcoder.data.sources.codiesp import prepare_codiesp
         from icdcoder.ontology.ontology import get_ontology
@@ -42,7 +44,8 @@ def register(app: typer.Typer) -> None:
             prepare_codiesp(data_dir, task="D", lang="en", evidence=True, overwrite=True)
         ds = PreparedDataset.open(data_dir)
         console.rule("[bold]1. CodiEsp-D (English), prepared")
-        for split, st in ds.stats["splits"].items():
+        for split in [s for s in SPLITS if s in ds.stats["splits"]]:
+            st = ds.stats["splits"][split]
             console.print(
                 f"{split:>6}: {st['documents']:4d} documents, {st['distinct_codes']:5d} distinct codes, "
                 f"{st['label_cardinality']:.2f} codes/document, {st['words_mean']:.0f} words/document"
@@ -57,7 +60,7 @@ def register(app: typer.Typer) -> None:
             )
             console.print("parents: " + " › ".join(f"{c} {t}" for c, t in entry.parents[:3]))
             syns = get_ontology().synonyms(entry.system, entry.code)[:5]
-            console.print("synonyms: " + "; ".join(f"{s.text} [{s.source}]" for s in syns))
+            console.print("synonyms: " + "; ".join(escape(f"{s.text} [{s.source}]") for s in syns))
         if skip_training:
             return
 
