@@ -8,9 +8,10 @@ RUNS=${1:-runs/codiesp}
 shift || true
 MODELS=${*:-tfidf caml dr_caml multirescnn joint_laat laat}
 THREADS=${THREADS:-1}
-for model in $MODELS; do
+# Seed-major order: one seed of every model first, so a partial run still covers every row.
+for seed in 0 1 2; do
   for task in d p; do
-    for seed in 0 1 2; do
+    for model in $MODELS; do
       out="$RUNS/codiesp-$task/$model/seed$seed"
       [ -f "$out/run.json" ] && continue
       echo "== $model codiesp-$task seed $seed"
