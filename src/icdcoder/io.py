@@ -69,6 +69,16 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
         raise
 
 
+def cache_root() -> Path:
+    """Where icdcoder caches derived data (prepared CodiEsp, word2vec, ontology indexes): `$ICDCODER_CACHE`,
+    else `$XDG_CACHE_HOME/icdcoder`, else `~/.cache/icdcoder`. Everything there can be deleted safely."""
+    root = os.environ.get("ICDCODER_CACHE")
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "icdcoder"
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically, UTF-8, sorted keys for stable diffs."""
     with atomic_write(path) as fh:

@@ -9,22 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from functools import cache
 from pathlib import Path
 
+from icdcoder.io import cache_root
 from icdcoder.ontology.sources import package_versions
 
 CACHE_FORMAT_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("ICDCODER_CACHE")
-    if root:
-        return Path(root).expanduser() / "ontology"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "icdcoder" / "ontology"
+    return cache_root() / "ontology"
 
 
 @cache

@@ -18,7 +18,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from icdcoder.errors import DataError
-from icdcoder.io import atomic_output_dir, write_json
+from icdcoder.io import atomic_output_dir, cache_root, write_json
 from icdcoder.text.tokenizer import Tokenizer
 from icdcoder.text.vocab import PAD_ID, Vocab
 
@@ -42,14 +41,8 @@ META_FILE = "meta.json"
 
 
 def default_cache_dir() -> Path:
-    """`$ICDCODER_CACHE/word2vec`, else `$XDG_CACHE_HOME/icdcoder/word2vec`, else
-    `~/.cache/icdcoder/word2vec`."""
-    root = os.environ.get("ICDCODER_CACHE")
-    if root:
-        return Path(root).expanduser() / "word2vec"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "icdcoder" / "word2vec"
+    """`word2vec/` under the icdcoder cache root (`icdcoder.io.cache_root`)."""
+    return cache_root() / "word2vec"
 
 
 def _stable_hash(s: str) -> int:

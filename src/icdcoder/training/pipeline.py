@@ -26,7 +26,7 @@ import torch
 from icdcoder.data.document import Document
 from icdcoder.data.prepared import PreparedDataset
 from icdcoder.errors import DataError
-from icdcoder.io import write_json
+from icdcoder.io import cache_root, write_json
 from icdcoder.models.base import ModelContext, build_model, get_model_class, validate_model_config
 from icdcoder.text.tokenizer import Tokenizer
 from icdcoder.text.vocab import Vocab
@@ -42,12 +42,6 @@ log = logging.getLogger(__name__)
 MAX_LABEL_TEXT_TOKENS = 30  # code titles/synonyms are cut to 30 tokens (as MSMN did)
 
 
-def cache_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("ICDCODER_CACHE", Path.home() / ".cache" / "icdcoder"))
-
-
 def open_dataset(cfg: DataConfig) -> PreparedDataset:
     """Open the prepared dataset a config names; CodiEsp is prepared once into the cache."""
     if cfg.source == "prepared":
@@ -61,7 +55,7 @@ def open_dataset(cfg: DataConfig) -> PreparedDataset:
         if root is None
         else __import__("hashlib").sha256(str(root.resolve()).encode()).hexdigest()[:8]
     )
-    out = cache_dir() / "datasets" / f"codiesp-{cfg.task}-{cfg.lang}-{tag}"
+    out = cache_root() / "datasets" / f"codiesp-{cfg.task}-{cfg.lang}-{tag}"
     if not (out / "stats.json").exists():
         prepare_codiesp(out, root=root, task=cfg.task, lang=cfg.lang, evidence=True, overwrite=True)
     return PreparedDataset.open(out)
@@ -137,7 +131,7 @@ def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
             window=cfg.embeddings.window,
             epochs=cfg.embeddings.epochs,
             seed=cfg.train.seed,
-            cache_dir=cache_dir() / "word2vec",
+            cache_dir=cache_root() / "word2vec",
         )
         embeddings = embedding_matrix(vocab, w2v_words, vectors, seed=cfg.train.seed)
     ctx = ModelContext(

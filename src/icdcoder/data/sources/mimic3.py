@@ -45,7 +45,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from icdcoder.data.document import SPLITS, Document
-from icdcoder.data.prepared import write_prepared
 from icdcoder.data.sources.mimic_common import (
     PUBLISHED_COUNTS,
     CodeIndex,
@@ -72,6 +71,7 @@ from icdcoder.data.sources.mimic_common import (
     resolve_columns,
     split_report,
     top_codes,
+    write_corpus,
 )
 from icdcoder.errors import DataError, IcdcoderError
 from icdcoder.ontology.systems import Code, is_well_formed, normalize_code
@@ -494,18 +494,4 @@ def prepare_mimic3(
         min_code_count=min_code_count,
         work_dir=out.parent if work_dir is None else work_dir,
     )
-    with reader as corpus:
-        splits = corpus.report["splits"]
-        extra = {
-            "matches_published_counts": splits["matches_published_counts"],
-            "published_counts": splits["published_counts"],
-            "mimic": corpus.report,
-        }
-        return write_prepared(
-            out,
-            corpus.documents(),
-            source="mimic3",
-            options=reader.options(),
-            extra_stats=extra,
-            overwrite=overwrite,
-        )
+    return write_corpus(reader, out, "mimic3", overwrite)

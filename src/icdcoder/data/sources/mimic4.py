@@ -28,7 +28,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from icdcoder.data.document import SPLITS, Document
-from icdcoder.data.prepared import write_prepared
 from icdcoder.data.sources.mimic_common import (
     PUBLISHED_COUNTS,
     CodeIndex,
@@ -50,6 +49,7 @@ from icdcoder.data.sources.mimic_common import (
     read_header,
     resolve_columns,
     split_report,
+    write_corpus,
 )
 from icdcoder.errors import DataError
 from icdcoder.ontology.systems import is_well_formed
@@ -358,18 +358,4 @@ def prepare_mimic4(
         min_code_count=min_code_count,
         work_dir=out.parent if work_dir is None else work_dir,
     )
-    with reader as corpus:
-        splits = corpus.report["splits"]
-        extra = {
-            "matches_published_counts": splits["matches_published_counts"],
-            "published_counts": splits["published_counts"],
-            "mimic": corpus.report,
-        }
-        return write_prepared(
-            out,
-            corpus.documents(),
-            source="mimic4",
-            options=reader.options(),
-            extra_stats=extra,
-            overwrite=overwrite,
-        )
+    return write_corpus(reader, out, "mimic4", overwrite)

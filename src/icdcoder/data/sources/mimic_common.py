@@ -751,11 +751,37 @@ def check_output_free(out: Path, overwrite: bool) -> None:
         )
 
 
+def write_corpus(reader: MimicReader, out: Path, source: str, overwrite: bool) -> dict[str, Any]:
+    """Read with `reader` and stream its documents into the prepared dataset `out`; stats carry the split
+    check (`matches_published_counts`, `published_counts`) and the reader's counts under `mimic`."""
+    from icdcoder.data.prepared import write_prepared
+
+    with reader as corpus:
+        splits = corpus.report["splits"]
+        extra = {
+            "matches_published_counts": splits["matches_published_counts"],
+            "published_counts": splits["published_counts"],
+            "mimic": corpus.report,
+        }
+        return write_prepared(
+            out,
+            corpus.documents(),
+            source=source,
+            options=reader.options(),
+            extra_stats=extra,
+            overwrite=overwrite,
+        )
+
+
 class MimicReader:
     """Base of the MIMIC readers: `with reader as corpus:` reads the files into a Corpus whose note spill
     lives in a temporary folder (inside `work_dir` if given) until the block ends."""
 
     work_dir: Path | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The reader's settings, recorded in the prepared dataset's stats."""
+        raise NotImplementedError
 
     def __init__(self) -> None:
         self._tmp: contextlib.AbstractContextManager[Path] | None = None
