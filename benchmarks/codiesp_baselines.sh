@@ -22,5 +22,5 @@ for seed in 0 1 2; do
   done
 done
 for task in d p; do
-  .venv/bin/icdcoder report "$RUNS"/codiesp-$task/*/seed* --out "$RUNS/codiesp-$task.md"
+  .venv/bin/icdcoder report --skip-unfinished "$RUNS"/codiesp-$task/*/seed* --out "$RUNS/codiesp-$task.md"
 done

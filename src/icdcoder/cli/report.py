@@ -13,11 +13,14 @@ def register(app: typer.Typer) -> None:
         runs: list[Path] = typer.Argument(..., help="Run directories (each holds run.json)."),
         split: str = typer.Option("test", "--split", help="Which metrics to tabulate: test or dev."),
         out: Path | None = typer.Option(None, "--out", help="Also write the Markdown table to this file."),
+        skip_unfinished: bool = typer.Option(
+            False, "--skip-unfinished", help="Ignore runs without run.json."
+        ),
     ) -> None:
         """Group runs by dataset and model and print mean ± std of each metric over seeds."""
         from icdcoder.evaluation.report import results_table
 
-        text = results_table(runs, split=split)
+        text = results_table(runs, split=split, skip_unfinished=skip_unfinished)
         typer.echo(text, nl=False)
         if out is not None:
             from icdcoder.io import atomic_write

@@ -31,11 +31,13 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
-def results_table(runs: list[Path], split: str = "test") -> str:
+def results_table(runs: list[Path], split: str = "test", skip_unfinished: bool = False) -> str:
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         path = Path(run) / "run.json"
         if not path.is_file():
+            if skip_unfinished:
+                continue
             raise IcdcoderError(
                 "not a finished training run (run.json missing).",
                 path=run,
