@@ -99,6 +99,11 @@ class IcdModel(nn.Module):
         the tokenised synonyms of MSMN). Whatever is added must live in the ModelContext fields (saved to
         the model directory's context.json and restored at load), never be recomputed at load time."""
 
+    def set_training_progress(self, step: int, total_steps: int, epoch: int) -> None:
+        """Optional hook: the trainer calls it before every training micro-batch with the number of optimizer
+        steps done so far, the planned total and the 0-based epoch (e.g. for JLAN's truncation-loss
+        schedule). Default: ignore."""
+
     def forward(self, batch: Batch) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 

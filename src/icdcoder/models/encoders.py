@@ -4,8 +4,9 @@ the per-label output layer.
 Every encoder takes token states [B, T, D] plus the token mask [B, T] (True = real token) and returns states
 [B, T, D'] over the same T positions, so label attention weights map back to `batch.token_ids`. Padding never
 leaks into real positions: CNN inputs are zeroed at padded positions before every convolution (which is
-exactly what zero padding of the unpadded document gives), and the LSTM runs on packed sequences. Hence
-appending padding to a batch leaves every real position (and every logit) unchanged in eval mode.
+exactly what zero padding of the unpadded document gives), and the LSTM's backward direction reads each
+row reversed within its length. Hence appending padding to a batch leaves every real position (and every
+logit) unchanged in eval mode.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from icdcoder.errors import ConfigError
 from icdcoder.models.base import ModelContext
@@ -187,10 +187,14 @@ class MultiResCNNEncoder(nn.Module):
 
 
 class BiLSTMEncoder(nn.Module):
-    """(Bi)LSTM over packed sequences, so padding never enters the recurrence; padded outputs are zero.
+    """(Bi)LSTM in which padding never reaches a real position; padded outputs are zero.
 
-    A fully padded row (an empty note) runs as one step over its pad position; its output is masked by the
-    attention anyway.
+    Rows are padded at the end, so the forward direction runs on the padded batch as is, and the backward
+    direction runs forward over each row reversed within its length (then un-reversed). This gives the
+    outputs of packed sequences (`pack_padded_sequence`) without their CPU cost: autograd through a packed
+    LSTM on CPU slices the packed data once per time step and each slice's backward fills and adds a
+    full-size gradient, quadratic in the note length (9.5 s vs 0.5 s forward + backward at B=8, T=500,
+    256 units, one thread). The parameters are nn.LSTM's own, so saved weights are unchanged.
     """
 
     def __init__(
@@ -214,11 +218,26 @@ class BiLSTMEncoder(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """x [B, T, D], mask [B, T] (a prefix of True per row) → [B, T, output_dim]."""
-        t = x.shape[1]
-        lengths = mask.sum(dim=1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        h, _ = pad_packed_sequence(out, batch_first=True, total_length=t)
+        lstm = self.lstm
+        b, t, _ = x.shape
+        pos = torch.arange(t, device=x.device)[None, :]
+        length = mask.sum(dim=1, keepdim=True).clamp(min=1)
+        rev = torch.where(pos < length, length - 1 - pos, pos)  # reverse each row's real part (an involution)
+        h0 = x.new_zeros(1, b, lstm.hidden_size)
+        h = x
+        for layer in range(lstm.num_layers):
+            outs = []
+            for suffix in ("", "_reverse")[: 2 if lstm.bidirectional else 1]:
+                names = [f"weight_ih_l{layer}{suffix}", f"weight_hh_l{layer}{suffix}"]
+                if lstm.bias:
+                    names += [f"bias_ih_l{layer}{suffix}", f"bias_hh_l{layer}{suffix}"]
+                params = [getattr(lstm, n) for n in names]
+                src = h if not suffix else h.gather(1, rev.unsqueeze(-1).expand_as(h))
+                out = torch.lstm(src, (h0, h0), params, lstm.bias, 1, 0.0, self.training, False, True)[0]
+                outs.append(out if not suffix else out.gather(1, rev.unsqueeze(-1).expand_as(out)))
+            h = torch.cat(outs, dim=-1)
+            if layer + 1 < lstm.num_layers and lstm.dropout > 0:
+                h = F.dropout(h, lstm.dropout, self.training)
         return h * mask.unsqueeze(-1).to(h.dtype)
 
 

@@ -268,6 +268,7 @@ class Trainer:
             for micro in range(loop["micro"], len(batches)):
                 last_of_step = (micro + 1) % cfg.grad_accum == 0 or micro + 1 == len(batches)
                 batch = make_batch(self.train_split, batches[micro], self.model.n_labels).to(self.device)
+                self.model.set_training_progress(loop["step"], self.total_steps, epoch)
                 sync = nullcontext() if (last_of_step or self.env.world_size == 1) else self.ddp.no_sync()  # type: ignore[operator]
                 with sync:
                     output = self.ddp(batch)
