@@ -22,7 +22,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from icdcoder.cli import codes, data, demo, predict, report, train
+    from icdcoder.cli import codes, data, demo, predict, report, serve, train
 
     app.add_typer(data.app, name="data")
     app.add_typer(codes.app, name="codes")
@@ -30,6 +30,7 @@ def _register() -> None:
     predict.register(app)
     report.register(app)
     demo.register(app)
+    serve.register(app)
 
 
 _register()

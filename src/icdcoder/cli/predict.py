@@ -19,19 +19,43 @@ def register(app: typer.Typer) -> None:
             10, "--top-k", min=1, help="Codes to show per note (decided codes always)."
         ),
         fmt: str = typer.Option("table", "--format", help="table, json or codiesp (the track's ranked TSV)."),
-        no_evidence: bool = typer.Option(False, "--no-evidence", help="Skip evidence spans."),
+        evidence: bool = typer.Option(
+            True, "--evidence/--no-evidence", help="Evidence spans (character offsets and text) per code."
+        ),
+        evidence_method: str = typer.Option(
+            "auto",
+            "--evidence-method",
+            help="auto (label attention when the model has it, else occlusion), attention or occlusion.",
+        ),
+        evidence_tokens: int = typer.Option(
+            3, "--evidence-tokens", min=1, help="Strongest tokens seeding spans."
+        ),
+        occlusion_window: int = typer.Option(
+            8, "--occlusion-window", min=1, help="Tokens hidden at a time by occlusion."
+        ),
     ) -> None:
         """Rank codes for each note, with probability, decision and evidence spans."""
         from icdcoder.errors import IcdcoderError
-        from icdcoder.inference.predictor import Predictor
+        from icdcoder.inference.predictor import EVIDENCE_METHODS, Predictor
         from icdcoder.inference.reading import collect_note_files, read_note
 
         if fmt not in ("table", "json", "codiesp"):
             raise IcdcoderError(f"unknown --format {fmt!r}.", fix="use table, json or codiesp.")
+        if evidence_method not in EVIDENCE_METHODS:
+            raise IcdcoderError(
+                f"unknown --evidence-method {evidence_method!r}.", fix=f"use {', '.join(EVIDENCE_METHODS)}."
+            )
         files = collect_note_files(inputs)
         notes = [(f.stem, read_note(f)) for f in files]
         predictor = Predictor(model_dir)
-        results = predictor.predict(notes, top_k=top_k, evidence=not no_evidence and fmt != "codiesp")
+        results = predictor.predict(
+            notes,
+            top_k=top_k,
+            evidence=evidence and fmt != "codiesp",
+            evidence_method=evidence_method,
+            evidence_tokens=evidence_tokens,
+            occlusion_window=occlusion_window,
+        )
         if fmt == "json":
             typer.echo(json.dumps([r.to_json() for r in results], indent=2, ensure_ascii=False))
         elif fmt == "codiesp":
@@ -44,12 +68,12 @@ def register(app: typer.Typer) -> None:
             from rich.table import Table
 
             console = Console()
-            for (_, text), r in zip(notes, results, strict=True):
+            for r in results:
                 table = Table(title=f"{r.id} ({r.n_tokens} tokens{', truncated' if r.truncated else ''})")
                 for col in ("rank", "code", "system", "prob", "decision", "title", "evidence"):
                     table.add_column(col)
                 for rank, c in enumerate(r.codes, 1):
-                    ev = " | ".join(text[s.start : s.end].replace("\n", " ") for s in c.evidence[:2])
+                    ev = " | ".join(s.text.replace("\n", " ") for s in c.evidence[:2])
                     table.add_row(
                         str(rank),
                         c.code,

@@ -1,29 +1,40 @@
 """Predictor: a loaded model directory that codes raw notes and points at the evidence in them.
 
-Evidence comes from the model's attention over tokens: for each predicted code, the highest-weighted tokens
-are widened by a small window and merged into character spans of the raw note (the tokenizer keeps offsets).
+Evidence for each suggested code comes from the model's label attention over tokens (every label-attention
+model returns it), turned into readable phrases of the raw note by `evidence.spans_from_attention`; for a
+model without attention (or on request) it comes from occlusion (`evidence.occlusion_weights`). The
+tokenizer keeps character offsets, so spans index the note exactly as given.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from icdcoder.errors import DataError
+from icdcoder.errors import DataError, IcdcoderError
+from icdcoder.inference.evidence import EvidenceSpan, occlusion_weights, spans_from_attention
 from icdcoder.modeldir import LoadedModel, load_model_dir
+from icdcoder.models.base import Batch
 from icdcoder.text.tokenizer import Token
 from icdcoder.training.data import EncodedSplit, make_batch
 
+__all__ = [
+    "CodePrediction",
+    "EvidenceMethod",
+    "EvidenceSpan",
+    "NotePrediction",
+    "Predictor",
+    "spans_from_attention",
+]
 
-@dataclass
-class EvidenceSpan:
-    start: int
-    end: int
-    weight: float
+EvidenceMethod = Literal["auto", "attention", "occlusion"]
+EVIDENCE_METHODS: tuple[str, ...] = ("auto", "attention", "occlusion")
+PADDING_SLACK = 4 / 3  # a batch's padded size may exceed its real tokens by a third at most
 
 
 @dataclass
@@ -43,85 +54,200 @@ class NotePrediction:
     n_tokens: int
     truncated: bool
     codes: list[CodePrediction]
+    evidence_method: str | None = None  # "attention", "occlusion", or None when no evidence was computed
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def spans_from_attention(
-    weights: np.ndarray, tokens: list[Token], top_tokens: int = 3, window: int = 2
-) -> list[EvidenceSpan]:
-    """Turn one code's attention over tokens into merged character spans (strongest first)."""
-    n = min(len(tokens), len(weights))
-    if n == 0:
-        return []
-    order = np.argsort(-weights[:n], kind="stable")[:top_tokens]
-    intervals = sorted(
-        (max(0, int(i) - window), min(n - 1, int(i) + window), float(weights[i])) for i in order
-    )
-    merged: list[list[float]] = []
-    for a, b, w in intervals:
-        if merged and a <= merged[-1][1] + 1:
-            merged[-1][1] = max(merged[-1][1], b)
-            merged[-1][2] = max(merged[-1][2], w)
-        else:
-            merged.append([a, b, w])
-    spans = [EvidenceSpan(tokens[int(a)].start, tokens[int(b)].end, round(w, 6)) for a, b, w in merged]
-    return sorted(spans, key=lambda s: -s.weight)
-
-
 class Predictor:
-    def __init__(self, model_dir: str | Path | LoadedModel, device: str = "cpu") -> None:
+    """Codes notes with a model directory. Not thread-safe: one caller at a time (the server's batcher)."""
+
+    def __init__(
+        self, model_dir: str | Path | LoadedModel, device: str = "cpu", max_batch_cells: int = 150_000_000
+    ) -> None:
         self.loaded = model_dir if isinstance(model_dir, LoadedModel) else load_model_dir(model_dir, device)
         self.device = torch.device(device)
         from icdcoder.evaluation.thresholds import Thresholds
 
         self.thresholds = Thresholds.from_dict(self.loaded.thresholds)
         self.max_tokens = self.loaded.config.data.max_tokens
+        self.pad_id = self.loaded.vocab.pad_id
+        self._labels = list(self.loaded.labels.keys)
+        # batch × tokens × codes cells per model call (label attention materialises [B, C, T] tensors)
+        self.max_batch_cells = max_batch_cells
 
     @property
     def labels(self) -> list[str]:
-        return self.loaded.labels.keys
+        return self._labels
+
+    def info(self) -> dict[str, Any]:
+        """What a client needs to know about the model (the server's GET /v1/model)."""
+        lm, meta = self.loaded, self.loaded.metadata
+        thresholds = self.thresholds.vector(self.labels)
+        return {
+            "name": meta.get("model"),
+            "format": meta.get("format"),
+            "created": meta.get("created"),
+            "dataset": meta.get("dataset"),
+            "seed": meta.get("seed"),
+            "versions": meta.get("versions", {}),
+            "label_fingerprint": meta.get("label_fingerprint"),
+            "max_tokens": self.max_tokens,
+            "n_codes": len(self.labels),
+            "thresholds": lm.thresholds,
+            "dev_metrics": meta.get("dev_metrics", {}),
+            "codes": [
+                {"key": k, "title": t, "threshold": round(float(th), 6)}
+                for k, t, th in zip(self.labels, lm.labels.titles, thresholds, strict=True)
+            ],
+        }
+
+    def _encode(self, doc_id: str, text: str) -> tuple[list[Token], np.ndarray]:
+        if not text.strip():
+            raise DataError(f"note {doc_id!r} is empty.", fix="remove it or add the note text.")
+        toks = self.loaded.tokenizer.tokenize(text)
+        ids = np.asarray(self.loaded.vocab.encode(t.text for t in toks[: self.max_tokens]), dtype=np.int64)
+        return toks, ids
+
+    def _score_variants(self, variants: list[np.ndarray]) -> np.ndarray:
+        """Probabilities [N, C] for token-id arrays where -1 marks occluded (masked-out) positions."""
+        width = max(1, *(len(v) for v in variants))
+        ids = torch.full((len(variants), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(variants), width), dtype=torch.bool)
+        for r, v in enumerate(variants):
+            t = torch.from_numpy(v)
+            keep = t >= 0
+            ids[r, : len(v)] = torch.where(keep, t, torch.full_like(t, self.pad_id))
+            mask[r, : len(v)] = keep
+        batch = Batch(ids, mask, mask.sum(1).clamp_min(1), [str(i) for i in range(len(variants))])
+        out = self.loaded.model(batch.to(self.device))
+        return np.nan_to_num(torch.sigmoid(out.logits.float()).cpu().numpy())
+
+    def _forward(
+        self, notes: list[tuple[str, str]], batch_size: int
+    ) -> Iterator[tuple[list[int], list[list[Token]], list[np.ndarray], np.ndarray, torch.Tensor | None]]:
+        """Per model call: (positions in `notes`, tokens, token ids, probabilities [B, C], attention
+        [B, C, T] or None).
+
+        Notes are read `window` at a time, sorted by length within the window and cut into batches of at
+        most `batch_size` notes, `max_batch_cells` padded attention cells (batch × tokens × codes) and a
+        third of padding, so short notes are not padded to a long one (on a CPU, padding costs as much as
+        text) and a batch of long notes never exhausts memory."""
+        lm = self.loaded
+        n_labels = max(lm.model.n_labels, 1)
+        window = max(batch_size * 8, 64)
+        for w0 in range(0, len(notes), window):
+            part = list(range(w0, min(w0 + window, len(notes))))
+            encoded = {i: self._encode(*notes[i]) for i in part}
+            part.sort(key=lambda i: -len(encoded[i][1]))
+            start = 0
+            while start < len(part):
+                longest = max(len(encoded[part[start]][1]), 1)
+                fit = max(1, min(batch_size, self.max_batch_cells // (longest * n_labels)))
+                end, real = start + 1, longest
+                while end < len(part) and end - start < fit:
+                    length = max(len(encoded[part[end]][1]), 1)
+                    # padding may add at most a third to the real work
+                    if (end - start + 1) * longest > PADDING_SLACK * (real + length):
+                        break
+                    real += length
+                    end += 1
+                chunk = part[start:end]
+                start = end
+                ids = [encoded[i][1] for i in chunk]
+                split = EncodedSplit(
+                    [notes[i][0] for i in chunk], ids, [[] for _ in chunk], [[] for _ in chunk]
+                )
+                batch = make_batch(split, list(range(len(chunk))), lm.model.n_labels, self.pad_id)
+                out = lm.model(batch.to(self.device))
+                probs = torch.sigmoid(out.logits.float()).cpu().numpy()
+                yield chunk, [encoded[i][0] for i in chunk], ids, probs, out.attention
+
+    def _method(self, evidence: bool, evidence_method: str, has_attention: bool) -> str | None:
+        if evidence_method not in EVIDENCE_METHODS:
+            raise IcdcoderError(
+                f"unknown evidence method {evidence_method!r}.",
+                fix=f"use one of {', '.join(EVIDENCE_METHODS)}.",
+            )
+        if not evidence:
+            return None
+        if evidence_method == "occlusion" or (evidence_method == "auto" and not has_attention):
+            return "occlusion"
+        return "attention" if has_attention else None
+
+    def _spans(
+        self,
+        method: str | None,
+        att: torch.Tensor | None,
+        row: int,
+        ids: np.ndarray,
+        tokens: list[Token],
+        text: str,
+        code_idx: list[int],
+        opts: dict[str, int],
+    ) -> list[list[EvidenceSpan]]:
+        """Evidence spans of each code in `code_idx` for one note."""
+        n = len(ids)
+        if method == "attention" and att is not None:
+            weights = att[row, code_idx, :n].float().cpu().numpy()
+        elif method == "occlusion":
+            weights = occlusion_weights(self._score_variants, ids, code_idx, window=opts["occlusion_window"])
+        else:
+            return [[] for _ in code_idx]
+        toks = tokens[: self.max_tokens]
+        return [
+            spans_from_attention(
+                weights[j],
+                toks,
+                top_tokens=opts["evidence_tokens"],
+                window=opts["evidence_window"],
+                text=text,
+            )
+            for j in range(len(code_idx))
+        ]
 
     @torch.no_grad()
     def predict(
-        self, notes: list[tuple[str, str]], top_k: int | None = 10, evidence: bool = True, batch_size: int = 8
+        self,
+        notes: list[tuple[str, str]],
+        top_k: int | None = 10,
+        evidence: bool = True,
+        batch_size: int = 8,
+        *,
+        evidence_method: str = "auto",
+        evidence_tokens: int = 3,
+        evidence_window: int = 2,
+        occlusion_window: int = 8,
     ) -> list[NotePrediction]:
         """Code (id, text) notes. Returns, per note, the top-k codes (all decided-positive codes are kept
-        even beyond k) with probability, decision and evidence spans."""
+        even beyond k) with probability, decision and evidence spans.
+
+        `evidence_method`: "attention" (the model's label attention; no evidence if it has none),
+        "occlusion" (always; slower), "auto" (attention when the model returns it, else occlusion).
+        `evidence_tokens` / `evidence_window`: seeds and widening of `spans_from_attention`."""
+        opts = {
+            "evidence_tokens": evidence_tokens,
+            "evidence_window": evidence_window,
+            "occlusion_window": occlusion_window,
+        }
+        self._method(evidence, evidence_method, True)  # validates the name before any work
         lm = self.loaded
-        results: list[NotePrediction] = []
-        for start in range(0, len(notes), batch_size):
-            chunk = notes[start : start + batch_size]
-            token_lists: list[list[Token]] = []
-            ids: list[np.ndarray] = []
-            for doc_id, text in chunk:
-                if not text.strip():
-                    raise DataError(f"note {doc_id!r} is empty.", fix="remove it or add the note text.")
-                toks = lm.tokenizer.tokenize(text)
-                token_lists.append(toks)
-                ids.append(
-                    np.asarray(lm.vocab.encode(t.text for t in toks[: self.max_tokens]), dtype=np.int64)
-                )
-            split = EncodedSplit([d for d, _ in chunk], ids, [[] for _ in chunk], [[] for _ in chunk])
-            batch = make_batch(split, list(range(len(chunk))), lm.model.n_labels).to(self.device)
-            out = lm.model(batch)
-            probs = torch.sigmoid(out.logits.float()).cpu().numpy()
+        results: list[NotePrediction | None] = [None] * len(notes)
+        for positions, token_lists, ids, probs, att in self._forward(notes, batch_size):
             decisions = self.thresholds.apply(probs, self.labels)
-            att = out.attention
-            for row, (doc_id, _) in enumerate(chunk):
+            method = self._method(evidence, evidence_method, att is not None)
+            for row, pos in enumerate(positions):
+                doc_id, text = notes[pos]
                 p = probs[row]
                 order = np.argsort(-p, kind="stable")
                 keep = [int(i) for i in order[: (top_k or len(order))]]
                 keep += [int(i) for i in order[len(keep) :] if decisions[row, i]]
+                spans = self._spans(method, att, row, ids[row], token_lists[row], text, keep, opts)
                 codes = []
-                for i in keep:
+                for i, ev in zip(keep, spans, strict=True):
                     key = self.labels[i]
                     system, code = key.split(":", 1)
-                    ev: list[EvidenceSpan] = []
-                    if evidence and att is not None:
-                        w = att[row, i, : len(ids[row])].float().cpu().numpy()
-                        ev = spans_from_attention(w, token_lists[row][: self.max_tokens])
                     codes.append(
                         CodePrediction(
                             key,
@@ -133,7 +259,40 @@ class Predictor:
                             ev,
                         )
                     )
-                results.append(
-                    NotePrediction(doc_id, len(ids[row]), len(token_lists[row]) > self.max_tokens, codes)
+                n = len(ids[row])
+                results[pos] = NotePrediction(
+                    doc_id, n, len(token_lists[row]) > self.max_tokens, codes, method
                 )
-        return results
+        return [r for r in results if r is not None]
+
+    @torch.no_grad()
+    def explain(
+        self,
+        notes: list[tuple[str, str]],
+        codes: list[list[str]],
+        batch_size: int = 8,
+        *,
+        evidence_method: str = "auto",
+        evidence_tokens: int = 3,
+        evidence_window: int = 2,
+        occlusion_window: int = 8,
+    ) -> list[dict[str, list[EvidenceSpan]]]:
+        """Evidence for given codes (e.g. the gold ones), whatever their probability: per note, code key →
+        spans. Codes outside the model's label space get no entry."""
+        if len(codes) != len(notes):
+            raise IcdcoderError(f"explain got {len(notes)} notes but {len(codes)} code lists.")
+        opts = {
+            "evidence_tokens": evidence_tokens,
+            "evidence_window": evidence_window,
+            "occlusion_window": occlusion_window,
+        }
+        index = {k: i for i, k in enumerate(self.labels)}
+        out: list[dict[str, list[EvidenceSpan]]] = [{} for _ in notes]
+        for positions, token_lists, ids, _probs, att in self._forward(notes, batch_size):
+            method = self._method(True, evidence_method, att is not None)
+            for row, pos in enumerate(positions):
+                keys = [k for k in dict.fromkeys(codes[pos]) if k in index]
+                idx = [index[k] for k in keys]
+                spans = self._spans(method, att, row, ids[row], token_lists[row], notes[pos][1], idx, opts)
+                out[pos] = dict(zip(keys, spans, strict=True))
+        return out
