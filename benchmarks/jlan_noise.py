@@ -432,6 +432,27 @@ def dev_curve(run: Path, key: str) -> list[float]:
     return [float(r[key]) for r in records if r.get("kind") == "dev" and key in r]
 
 
+def curves_table(rows: dict[str, list[tuple[str, list[Path]]]], metrics: list[tuple[str, str]]) -> str:
+    """Markdown: per series, the mean over seeds of each metric at every epoch all its seeds reached."""
+    lines = []
+    for key, label in metrics:
+        lines += [f"{label} per epoch (mean over seeds):", ""]
+        curves = {
+            (row, name): [dev_curve(p, key) for p in paths]
+            for row, items in rows.items()
+            for name, paths in items
+        }
+        n = max((min(len(c) for c in cs) for cs in curves.values() if cs), default=0)
+        lines.append("| series | seeds | " + " | ".join(str(e + 1) for e in range(n)) + " |")
+        lines.append("|---|---|" + "---|" * n)
+        for (row, name), cs in curves.items():
+            common = min(len(c) for c in cs)
+            cells = [f"{np.mean([c[e] for c in cs]):.4f}" if e < common else "" for e in range(n)]
+            lines.append(f"| {row}: {name} | {len(cs)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def cmd_plot(args: argparse.Namespace) -> None:
     rows: dict[str, list[tuple[str, list[Path]]]] = {}
     for spec in args.series:
@@ -449,6 +470,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
             ]
             box = (c * pw, 30 + r * ph, pw, ph)
             panel(cv, box, series, f"{row}: {label}", label, legend_low=key != "dev_bce")
+    print(curves_table(rows, metrics))
     if args.svg:
         Path(args.svg).write_text(cv.svg(), encoding="utf-8")
     if args.png:

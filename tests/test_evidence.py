@@ -19,8 +19,10 @@ from icdcoder.errors import DataError, IcdcoderError
 from icdcoder.inference.evidence import EvidenceSpan, occlusion_weights, spans_from_attention
 from icdcoder.inference.evidence_eval import (
     EvidenceItem,
+    dictionary_evidence,
     evaluate_evidence,
     gold_from_documents,
+    mention_dictionary,
     random_evidence,
     read_mdace,
     score_spans,
@@ -168,6 +170,31 @@ def test_matching_is_maximal_not_greedy() -> None:
     gold = [_it("d", "c:x", (0, 10)), _it("d", "c:x", (20, 30))]
     pred = [_it("d", "c:x", (5, 25)), _it("d", "c:x", (8, 9))]  # greedy on the first could lose one
     assert score_spans(gold, pred).tp == 2
+
+
+def test_dictionary_baseline_hand_computed() -> None:
+    train_text = "Dolor abdominal y fiebre. HTA."
+    train = [
+        _it("t", "icd10cm:R50.9", (18, 24)),  # "fiebre"
+        _it("t", "icd10cm:I10", (26, 29)),  # "HTA"
+        _it("t", "icd10cm:R10.9", (0, 5), (6, 15)),  # discontinuous: not a dictionary entry
+        _it("t", "icd10cm:R52", (0, 2)),  # too short
+    ]
+    d = mention_dictionary([(train_text, train)])
+    assert d == {"icd10cm:R50.9": {"fiebre"}, "icd10cm:I10": {"hta"}}
+    note = "Sin fiebre previa. Fiebres no. FIEBRE alta, hta."
+    gold = [
+        _it("n", "icd10cm:R50.9", (4, 10)),
+        _it("n", "icd10cm:I10", (0, 3)),
+        _it("n", "icd10cm:R52", (0, 3)),
+    ]
+    got = dictionary_evidence(d, [("n", note)], gold, spans_per_code=2)
+    # whole words only ("Fiebres" is not "fiebre"), case-insensitive, first occurrences; R52 has no entry
+    assert got == [
+        _it("n", "icd10cm:R50.9", (4, 10)),
+        _it("n", "icd10cm:R50.9", (31, 37)),
+        _it("n", "icd10cm:I10", (44, 47)),
+    ]
 
 
 def test_gold_from_documents_needs_offsets_into_the_text() -> None:

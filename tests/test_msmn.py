@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from icdcoder.errors import ConfigError
 from icdcoder.models.base import Batch, ModelContext, build_model
-from icdcoder.models.msmn import MSMN, rdrop_kl
+from icdcoder.models.msmn import MSMN, rdrop_kl, synonym_chunks
 
 V = 40
 KEYS = [f"icd10cm:A0{i}" for i in range(7)]
@@ -132,6 +132,22 @@ def test_absent_synonyms_are_masked_out() -> None:
         assert float(q[2, 3].abs().max()) == 0.0 and float(q[5, 1:3].abs().max()) == 0.0
         model.train().eval()
         torch.testing.assert_close(model(batch).logits, base)
+
+
+def test_synonym_chunks_hand_computed() -> None:
+    lengths = [5] * 3 + [4] * 6 + [3] * 2 + [2] + [1] * 9  # sorted by descending length
+    # CPU: lengths with >= 4 synonyms: unpacked equal-length chunks of <= 4; rarer lengths pooled and packed
+    assert synonym_chunks(lengths, 4, by_length=True) == [
+        (0, 3, True),
+        (3, 7, False),
+        (7, 9, False),
+        (9, 12, True),
+        (12, 16, False),
+        (16, 20, False),
+        (20, 21, False),
+    ]
+    assert synonym_chunks(lengths, 8, by_length=False) == [(0, 8, True), (8, 16, True), (16, 21, True)]
+    assert synonym_chunks([3, 3], 4096, by_length=True) == [(0, 2, True)]
 
 
 def test_padding_does_not_change_outputs_in_eval() -> None:

@@ -431,6 +431,49 @@ def random_evidence(
     return items
 
 
+def mention_dictionary(docs: Iterable[tuple[str, Sequence[EvidenceItem]]]) -> dict[str, set[str]]:
+    """code -> lower-cased gold mentions (continuous ones of 3+ characters) from (text, gold items) pairs,
+    e.g. the train split: the string-matching baseline's dictionary."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for text, items in docs:
+        for it in items:
+            if len(it.spans) == 1:
+                mention = text[it.spans[0][0] : it.spans[0][1]].strip().lower()
+                if len(mention) >= 3:
+                    out[it.code].add(mention)
+    return dict(out)
+
+
+def dictionary_evidence(
+    dictionary: dict[str, set[str]],
+    notes: list[tuple[str, str]],
+    gold: Sequence[EvidenceItem],
+    *,
+    spans_per_code: int = 1,
+) -> list[EvidenceItem]:
+    """A reference point for `oracle_evidence`: for each gold code of a note, the first occurrences (whole
+    words, case-insensitive, longest mention first) of the code's mentions in the dictionary."""
+    import re
+
+    texts = dict(notes)
+    wanted: dict[str, list[str]] = defaultdict(list)
+    for it in gold:
+        if it.code not in wanted[it.doc_id]:
+            wanted[it.doc_id].append(it.code)
+    items: list[EvidenceItem] = []
+    for doc_id, codes in wanted.items():
+        low = texts[doc_id].lower()
+        for code in codes:
+            found: list[Span] = []
+            for mention in sorted(dictionary.get(code, ()), key=len, reverse=True):
+                for m in re.finditer(r"(?<!\w)" + re.escape(mention) + r"(?!\w)", low):
+                    if not any(a < m.end() and m.start() < b for a, b in found):
+                        found.append((m.start(), m.end()))
+            found.sort()
+            items.extend(EvidenceItem(doc_id, code, (sp,)) for sp in found[:spans_per_code])
+    return items
+
+
 def evaluate_evidence(
     predictor: Predictor,
     notes: list[tuple[str, str]],
@@ -441,9 +484,11 @@ def evaluate_evidence(
     batch_size: int = 8,
     evidence_tokens: int = 3,
     evidence_window: int = 2,
+    dictionary: dict[str, set[str]] | None = None,
 ) -> dict[str, Any]:
-    """Scores of the system (decided codes + spans), of the oracle-code localisation and of the same
-    spans at random places, under every rule, for each number of spans per code."""
+    """Scores of the system (decided codes + spans), of the oracle-code localisation, of the same spans at
+    random places and (given a mention `dictionary`) of string matching, under every rule, for each number
+    of spans per code."""
     in_space = [g for g in gold if g.code in set(predictor.labels)]
     out: dict[str, Any] = {
         "documents": len(notes),
@@ -464,18 +509,23 @@ def evaluate_evidence(
         system = predicted_evidence(predictor, notes, spans_per_code=k, **opts)
         oracle = oracle_evidence(predictor, notes, gold, spans_per_code=k, **opts)
         rand = random_evidence(predictor, notes, oracle)
-        out["results"][f"spans_per_code={k}"] = {
+        block = {
             "system": score_all(gold, system),
             # Localisation is judged on the codes the model can predict at all.
             "oracle_codes": score_all(in_space, oracle),
             "random_spans": score_all(in_space, rand),
         }
+        if dictionary is not None:
+            block["dictionary"] = score_all(
+                in_space, dictionary_evidence(dictionary, notes, in_space, spans_per_code=k)
+            )
+        out["results"][f"spans_per_code={k}"] = block
     return out
 
 
 def _codiesp_notes(
     predictor: Predictor, split: str, path: str | None
-) -> tuple[list[tuple[str, str]], list[EvidenceItem]]:
+) -> tuple[list[tuple[str, str]], list[EvidenceItem], dict[str, set[str]]]:
     from icdcoder.data.sources.codiesp import iter_codiesp
 
     data = predictor.loaded.config.data
@@ -490,7 +540,11 @@ def _codiesp_notes(
             "the embedded CodiEsp copy has no Spanish text.", fix="pass --codiesp-path <full release folder>."
         )
     docs = list(iter_codiesp(Path(root), task=data.task, lang="es", splits=(split,)))
-    return [(d.id, d.text) for d in docs], gold_from_documents(docs)
+    train = [
+        (d.text, gold_from_documents([d]))
+        for d in iter_codiesp(Path(root), task=data.task, lang="es", splits=("train",))
+    ]
+    return [(d.id, d.text) for d in docs], gold_from_documents(docs), mention_dictionary(train)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -519,8 +573,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         predictor = Predictor(args.model_dir)
+        dictionary = None
         if args.dataset == "codiesp":
-            notes, gold = _codiesp_notes(predictor, args.split, args.codiesp_path)
+            notes, gold, dictionary = _codiesp_notes(predictor, args.split, args.codiesp_path)
         else:
             if args.mdace is None or args.noteevents is None:
                 raise IcdcoderError("mdace needs --mdace DIR and --noteevents FILE.")
@@ -534,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
             evidence_method=args.evidence_method,
             evidence_tokens=args.evidence_tokens,
             evidence_window=args.evidence_window,
+            dictionary=dictionary,
         )
     except IcdcoderError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -40,7 +40,7 @@ naive einsums and one packed synonym batch; the tests hold both forms to the sam
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -198,6 +198,38 @@ class ChunkedMultiSynonymAttention(torch.autograd.Function):
         return grad_z, grad_h, None, grad_u, None, None
 
 
+def synonym_chunks(lengths: Sequence[int], size: int, by_length: bool) -> list[tuple[int, int, bool]]:
+    """(start, end, packed) chunks of ≤ `size` synonyms sorted by descending length. `by_length` (CPU): a
+    length with at least min(256, size) synonyms forms unpacked equal-length chunks; rarer lengths are pooled
+    into packed chunks (each LSTM call has a fixed cost). Otherwise (GPU; cuDNN packs natively): packed
+    slices."""
+    n = len(lengths)
+    if not by_length:
+        return [(i, min(n, i + size), True) for i in range(0, n, size)]
+    out: list[tuple[int, int, bool]] = []
+    pool = -1  # start of the pending run of rare lengths
+
+    def flush(end: int) -> None:
+        out.extend((s, min(end, s + size), True) for s in range(pool, end, size))
+
+    i = 0
+    while i < n:
+        j = i
+        while j < n and lengths[j] == lengths[i]:
+            j += 1
+        if j - i >= min(256, size):
+            if pool >= 0:
+                flush(i)
+                pool = -1
+            out.extend((s, min(j, s + size), False) for s in range(i, j, size))
+        elif pool < 0:
+            pool = i
+        i = j
+    if pool >= 0:
+        flush(n)
+    return out
+
+
 @register_model("msmn")
 class MSMN(IcdModel):
     Config: ClassVar[type[ModelConfig]] = MSMNConfig
@@ -262,19 +294,7 @@ class MSMN(IcdModel):
         self.register_buffer("syn_lengths", torch.tensor([n for n, _, _ in flat]), persistent=False)
         self.register_buffer("syn_slot", torch.tensor([s for _, s, _ in flat]), persistent=False)
         self.register_buffer("present", present.view(-1, m), persistent=False)
-        # (start, end, length) of the lean encoder's chunks: equal lengths, at most synonym_chunk_size rows
-        self._syn_chunks: list[tuple[int, int, int]] = []
-        start = 0
-        while start < len(flat):
-            end = start
-            while (
-                end < len(flat)
-                and end - start < self.cfg.synonym_chunk_size
-                and flat[end][0] == flat[start][0]
-            ):
-                end += 1
-            self._syn_chunks.append((start, end, flat[start][0]))
-            start = end
+        self._syn_lengths = [n for n, _, _ in flat]
 
     @classmethod
     def extend_context(
@@ -309,29 +329,36 @@ class MSMN(IcdModel):
         h: Tensor = self.proj(self.lstm(self.embed(ids, mask), mask))
         return h
 
-    def _encode_same_length(self, ids: Tensor) -> Tensor:
-        """Synonyms of one length [n, L] (no padding, so no packing) → max-pooled features [n, h]."""
-        x = self.embed(ids)
-        out, _ = self.lstm.lstm(x)
-        return self.proj(out).amax(dim=1)
+    def _encode_synonym_chunk(self, ids: Tensor, lengths: Tensor, packed: bool) -> Tensor:
+        """Synonyms [n, L] → max-pooled features [n, h]. One length and `packed=False`: no padding, so the
+        LSTM runs unpacked (the same numbers; on CPU several times faster than a packed batch)."""
+        if not packed:
+            out, _ = self.lstm.lstm(self.embed(ids))
+            return self.proj(out).amax(dim=1)
+        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
+        return self.encode(ids, mask).masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
 
     def synonym_features(self) -> Tensor:
         """q [C, M, h] (zeros at absent slots): every synonym through the text encoder, max-pooled.
 
-        Lean form: chunks of equal-length synonyms (an unpacked LSTM gives the packed result exactly and
-        several times faster on CPU), each checkpointed in training. Reference: one padded, packed batch."""
+        Lean form: chunks of the length-sorted synonyms (`synonym_chunks`), each checkpointed in training so
+        only its features are kept. Reference: one padded, packed batch with every activation kept."""
         if self.reference:
-            lengths = self.syn_lengths
-            mask = torch.arange(self.syn_ids.shape[1], device=lengths.device)[None, :] < lengths[:, None]
-            feats = self.encode(self.syn_ids, mask).masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
+            feats = self._encode_synonym_chunk(self.syn_ids, self.syn_lengths, packed=True)
         else:
             parts = []
-            for start, end, length in self._syn_chunks:
-                ids = self.syn_ids[start:end, :length]
+            chunks = synonym_chunks(self._syn_lengths, self.cfg.synonym_chunk_size, not self.syn_ids.is_cuda)
+            for start, end, packed in chunks:
+                ids, lengths = (
+                    self.syn_ids[start:end, : self._syn_lengths[start]],
+                    self.syn_lengths[start:end],
+                )
                 if torch.is_grad_enabled():
-                    parts.append(checkpoint(self._encode_same_length, ids, use_reentrant=False))
+                    parts.append(
+                        checkpoint(self._encode_synonym_chunk, ids, lengths, packed, use_reentrant=False)
+                    )
                 else:
-                    parts.append(self._encode_same_length(ids))
+                    parts.append(self._encode_synonym_chunk(ids, lengths, packed))
             feats = torch.cat(parts)
         q = feats.new_zeros(self.present.numel(), feats.shape[1]).index_copy(0, self.syn_slot, feats)
         return q.view(*self.present.shape, -1)
