@@ -417,3 +417,23 @@ def test_safetensors_roundtrip_with_load_time_context(name: str, tmp_path: Path)
     loaded.load_state_dict(load_file(tmp_path / "m.safetensors"), strict=True)
     with torch.no_grad():
         torch.testing.assert_close(loaded(batch).logits, model(batch).logits)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_scores_only_keeps_logits_and_restores_attention(name: str) -> None:
+    # Dev/test scoring runs forward inside `scores_only()`: same logits, and the evidence output may be
+    # skipped; leaving the block (even by an exception) turns evidence back on.
+    m = build(name).eval()
+    batch = make_batch([[5, 6, 7, 8], [9, 10]])
+    with torch.no_grad():
+        full = m(batch)
+        with m.scores_only():
+            assert m.attention_enabled is False
+            fast = m(batch)
+        torch.testing.assert_close(fast.logits, full.logits)
+        with pytest.raises(RuntimeError), m.scores_only():
+            raise RuntimeError("boom")
+        assert m.attention_enabled is True
+        assert m(batch).attention is not None
+    if name == "tfidf":  # the model whose evidence is extra work, not a by-product of scoring
+        assert fast.attention is None

@@ -121,7 +121,8 @@ class Predictor:
             ids[r, : len(v)] = torch.where(keep, t, torch.full_like(t, self.pad_id))
             mask[r, : len(v)] = keep
         batch = Batch(ids, mask, mask.sum(1).clamp_min(1), [str(i) for i in range(len(variants))])
-        out = self.loaded.model(batch.to(self.device))
+        with self.loaded.model.scores_only():
+            out = self.loaded.model(batch.to(self.device))
         return np.nan_to_num(torch.sigmoid(out.logits.float()).cpu().numpy())
 
     def _forward(

@@ -10,7 +10,8 @@ model must only use it for shapes and initial values: everything learned lives i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -86,6 +87,18 @@ class IcdModel(nn.Module):
         super().__init__()
         self.config = config
         self.n_labels = ctx.n_labels
+        # False inside `scores_only()`: scoring (dev/test metrics, thresholds) needs logits only, and the
+        # [B, C, T] evidence tensor is the largest thing an eval forward builds at ~9,000 codes.
+        self.attention_enabled = True
+
+    @contextlib.contextmanager
+    def scores_only(self) -> Iterator[None]:
+        """Within this block `forward` may skip the attention/evidence output (returns None for it)."""
+        prev, self.attention_enabled = self.attention_enabled, False
+        try:
+            yield
+        finally:
+            self.attention_enabled = prev
 
     @classmethod
     def extend_context(

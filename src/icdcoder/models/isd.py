@@ -303,7 +303,7 @@ class ISD(IcdModel):
             extras["label_logits"] = label
         want = self.cfg.output_attention
         attention = None
-        if want == "always" or (want == "eval" and not self.training):
+        if self.attention_enabled and (want == "always" or (want == "eval" and not self.training)):
             attention = alpha.gather(1, choice[..., None].expand(-1, -1, alpha.shape[-1]))
         if train:
             assert targets is not None

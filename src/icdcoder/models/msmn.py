@@ -418,7 +418,8 @@ class MSMN(IcdModel):
         h = self.encode(ids, mask)
         # keys per head, contiguous [M, B, T, d]
         z = torch.tanh(self.w_h(h)).unflatten(-1, (self.cfg.synonyms, -1)).permute(2, 0, 1, 3).contiguous()
-        v, weights = self.attend(z, h, mask, code[0], want_weights=not self.training)
+        want = not self.training and self.attention_enabled
+        v, weights = self.attend(z, h, mask, code[0], want_weights=want)
         v = self.rep_dropout(v)
         if self.cfg.scoring == "labelwise":
             logits = self.output(v)

@@ -88,7 +88,7 @@ class TfidfLogReg(IcdModel):
 
     def _want_attention(self) -> bool:
         mode = self.cfg.output_attention
-        return mode == "always" or (mode == "eval" and not self.training)
+        return self.attention_enabled and (mode == "always" or (mode == "eval" and not self.training))
 
     def forward(self, batch: Batch) -> ModelOutput:
         counts, real = self.counts(batch)

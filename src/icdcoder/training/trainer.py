@@ -118,7 +118,8 @@ def predict_probs(model: IcdModel, split: EncodedSplit, batch_size: int, device:
     out = np.zeros((len(split), model.n_labels), dtype=np.float32)
     for idx in length_sorted_batches(split.lengths, batch_size):
         batch = make_batch(split, idx, model.n_labels).to(device)
-        logits = model(batch).logits
+        with model.scores_only():
+            logits = model(batch).logits
         out[idx] = torch.sigmoid(logits.float()).cpu().numpy()
     return out
 
