@@ -414,6 +414,8 @@ def panel(
     cv.text(left + pw / 2, y + 12, title, 13, "middle")
     cv.text(left + pw / 2, bottom + 28, "epoch", 11, "middle")
     cv.text(x + 12, bottom - ph / 2, ylabel, 11, "middle", rotate=True)
+    # legend block right-aligned to the plot: wide enough for the longest label (~7 px per character at 10 px)
+    lx = left + pw - 30 - 7 * max((len(f"{n} (n={len(r)})") for n, _, r in series), default=0)
     for i, (name, color, runs) in enumerate(series):
         light = (int(color[0] * 0.4 + 153), int(color[1] * 0.4 + 153), int(color[2] * 0.4 + 153))
         for r in runs:
@@ -423,8 +425,8 @@ def panel(
         mean = [float(np.mean([r[e] for r in runs])) for e in range(common)]
         cv.line([px(e + 1, v) for e, v in enumerate(mean)], color, 2.2)
         ly = (bottom - 12 - 16 * (len(series) - 1 - i)) if legend_low else (y + 30 + 16 * i)
-        cv.line([(left + pw - 150, ly), (left + pw - 128, ly)], color, 2.2)
-        cv.text(left + pw - 122, ly, f"{name} (n={len(runs)})", 10)
+        cv.line([(lx, ly), (lx + 22, ly)], color, 2.2)
+        cv.text(lx + 28, ly, f"{name} (n={len(runs)})", 10)
 
 
 def dev_curve(run: Path, key: str) -> list[float]:
