@@ -437,3 +437,19 @@ def test_scores_only_keeps_logits_and_restores_attention(name: str) -> None:
         assert m(batch).attention is not None
     if name == "tfidf":  # the model whose evidence is extra work, not a by-product of scoring
         assert fast.attention is None
+
+
+def test_tfidf_evidence_rows_equal_the_full_attention_rows() -> None:
+    # The predictor asks TF-IDF for the evidence of the shown codes only; it must be the same numbers.
+    m = build("tfidf").eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.randn_like(p))
+        batch = make_batch(DOCS, TARGETS)
+        full = m(batch).attention
+        assert full is not None and m.has_evidence_rows()
+        for row in range(len(DOCS)):
+            codes = [6, 0, 3]
+            torch.testing.assert_close(m.evidence_rows(batch, row, codes), full[row, codes])
+        assert m.evidence_rows(batch, 0, []).shape == (0, full.shape[-1])
+    assert not build("caml").has_evidence_rows()

@@ -19,7 +19,7 @@ import torch
 from icdcoder.errors import DataError, IcdcoderError
 from icdcoder.inference.evidence import EvidenceSpan, occlusion_weights, spans_from_attention
 from icdcoder.modeldir import LoadedModel, load_model_dir
-from icdcoder.models.base import Batch
+from icdcoder.models.base import Batch, IcdModel
 from icdcoder.text.tokenizer import Token
 from icdcoder.training.data import EncodedSplit, make_batch
 
@@ -60,6 +60,18 @@ class NotePrediction:
         return asdict(self)
 
 
+class LazyEvidence:
+    """Evidence weights of a batch computed per (note, codes) on request (`IcdModel.evidence_rows`)."""
+
+    def __init__(self, model: IcdModel, batch: Batch) -> None:
+        self.model, self.batch = model, batch
+
+    def rows(self, row: int, codes: list[int]) -> torch.Tensor:
+        out = self.model.evidence_rows(self.batch, row, codes)
+        assert out is not None, "evidence_rows returned None for a model that declared it"
+        return out
+
+
 class Predictor:
     """Codes notes with a model directory. Not thread-safe: one caller at a time (the server's batcher)."""
 
@@ -76,6 +88,8 @@ class Predictor:
         self._labels = list(self.loaded.labels.keys)
         # batch × tokens × codes cells per model call (label attention materialises [B, C, T] tensors)
         self.max_batch_cells = max_batch_cells
+        # evidence per shown code on request instead of the [B, C, T] tensor from forward (TF-IDF)
+        self._lazy_evidence = self.loaded.model.has_evidence_rows()
 
     @property
     def labels(self) -> list[str]:
@@ -127,7 +141,9 @@ class Predictor:
 
     def _forward(
         self, notes: list[tuple[str, str]], batch_size: int
-    ) -> Iterator[tuple[list[int], list[list[Token]], list[np.ndarray], np.ndarray, torch.Tensor | None]]:
+    ) -> Iterator[
+        tuple[list[int], list[list[Token]], list[np.ndarray], np.ndarray, torch.Tensor | LazyEvidence | None]
+    ]:
         """Per model call: (positions in `notes`, tokens, token ids, probabilities [B, C], attention
         [B, C, T] or None).
 
@@ -160,10 +176,19 @@ class Predictor:
                 split = EncodedSplit(
                     [notes[i][0] for i in chunk], ids, [[] for _ in chunk], [[] for _ in chunk]
                 )
-                batch = make_batch(split, list(range(len(chunk))), lm.model.n_labels, self.pad_id)
-                out = lm.model(batch.to(self.device))
+                batch = make_batch(split, list(range(len(chunk))), lm.model.n_labels, self.pad_id).to(
+                    self.device
+                )
+                att: torch.Tensor | LazyEvidence | None
+                if self._lazy_evidence:
+                    with lm.model.scores_only():
+                        out = lm.model(batch)
+                    att = LazyEvidence(lm.model, batch)
+                else:
+                    out = lm.model(batch)
+                    att = out.attention
                 probs = torch.sigmoid(out.logits.float()).cpu().numpy()
-                yield chunk, [encoded[i][0] for i in chunk], ids, probs, out.attention
+                yield chunk, [encoded[i][0] for i in chunk], ids, probs, att
 
     def _method(self, evidence: bool, evidence_method: str, has_attention: bool) -> str | None:
         if evidence_method not in EVIDENCE_METHODS:
@@ -180,7 +205,7 @@ class Predictor:
     def _spans(
         self,
         method: str | None,
-        att: torch.Tensor | None,
+        att: torch.Tensor | LazyEvidence | None,
         row: int,
         ids: np.ndarray,
         tokens: list[Token],
@@ -190,7 +215,9 @@ class Predictor:
     ) -> list[list[EvidenceSpan]]:
         """Evidence spans of each code in `code_idx` for one note."""
         n = len(ids)
-        if method == "attention" and att is not None:
+        if method == "attention" and isinstance(att, LazyEvidence):
+            weights = att.rows(row, code_idx)[:, :n].float().cpu().numpy()
+        elif method == "attention" and isinstance(att, torch.Tensor):
             weights = att[row, code_idx, :n].float().cpu().numpy()
         elif method == "occlusion":
             weights = occlusion_weights(self._score_variants, ids, code_idx, window=opts["occlusion_window"])

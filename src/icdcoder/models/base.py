@@ -91,6 +91,18 @@ class IcdModel(nn.Module):
         # [B, C, T] evidence tensor is the largest thing an eval forward builds at ~9,000 codes.
         self.attention_enabled = True
 
+    def has_evidence_rows(self) -> bool:
+        """True when `evidence_rows` is implemented (and enabled by the model's config)."""
+        return False
+
+    def evidence_rows(self, batch: Batch, row: int, codes: list[int]) -> Tensor | None:
+        """Optional: the attention/evidence weights [len(codes), T] of one note of `batch` for the given code
+        indices, computed without the full [B, C, T] tensor. Models whose evidence is a by-product of scoring
+        (label attention) return None (the default) and the predictor uses `forward`'s attention; a model
+        whose evidence is extra work per code (TF-IDF) implements it, so coding a note at ~9,000 codes pays
+        for the shown codes only."""
+        return None
+
     @contextlib.contextmanager
     def scores_only(self) -> Iterator[None]:
         """Within this block `forward` may skip the attention/evidence output (returns None for it)."""

@@ -97,6 +97,22 @@ class TfidfLogReg(IcdModel):
         attention = self.evidence(batch.token_ids, real, x, counts) if self._want_attention() else None
         return ModelOutput(logits=logits, attention=attention)
 
+    def has_evidence_rows(self) -> bool:
+        return self.cfg.output_attention != "never"
+
+    def evidence_rows(self, batch: Batch, row: int, codes: list[int]) -> Tensor | None:
+        """`evidence` of one note for the given codes only: [len(codes), T]."""
+        one = Batch(
+            batch.token_ids[row : row + 1], batch.mask[row : row + 1], batch.lengths[row : row + 1], [""]
+        )
+        counts, real = self.counts(one)
+        x = self._features(counts)
+        share = (x.gather(1, one.token_ids) / counts.gather(1, one.token_ids).clamp(min=1.0)) * real  # [1, T]
+        w = self.linear.weight[codes]  # [K, V]
+        contrib = w[:, one.token_ids[0]].clamp(min=0.0) * share  # [K, T]
+        total = contrib.sum(dim=1, keepdim=True)
+        return contrib / torch.where(total > 0, total, torch.ones_like(total))
+
     def evidence(self, token_ids: Tensor, real: Tensor, x: Tensor, counts: Tensor) -> Tensor:
         """Each token's normalised positive share of every code's score, [B, C, T]."""
         share = (x.gather(1, token_ids) / counts.gather(1, token_ids).clamp(min=1.0)) * real  # [B, T]
