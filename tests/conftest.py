@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from icdcoder.data.document import Document
 from icdcoder.data.prepared import write_prepared
@@ -20,6 +22,16 @@ CUES = {
     "icd10pcs:0DTJ4ZZ": "laparoscopic appendectomy",
 }
 FILLER = "patient admitted with pain vitals stable labs reviewed plan discussed follow up clinic".split()
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for a test on tiny tensors: thread start-up and contention with other processes cost
+    far more than they save. Modules opt in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,5 +1,4 @@
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -8,13 +7,7 @@ from hypothesis import strategies as st
 
 from icdcoder.models.attention import LabelAttention, label_attention, masked_softmax
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_masked_positions_get_exactly_zero_and_rows_sum_to_one() -> None:

@@ -7,7 +7,6 @@ import itertools
 import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,7 @@ SMALL: dict[str, Any] = {"embed_dim": 8, "hidden_dim": 16, "n_queries": 4, "deco
 FULL_TERMS = {"bce", "bce_teacher", "distill", "completion_missing", "completion_false"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(**kw: Any) -> ISD:

@@ -3,7 +3,6 @@ common model checks for every ablation, and an end-to-end run through the CLI an
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,12 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from icdcoder.errors import ConfigError
-from icdcoder.models.base import Batch, IcdModel, ModelContext, build_model
+from icdcoder.models.base import IcdModel, ModelContext, build_model
 from icdcoder.models.jlan import JLAN, constrain_gates
 from icdcoder.training.losses import truncated_bce_with_logits
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_models import make_batch
 
 KEYS = ["icd10cm:I10", "icd10cm:E11.9", "icd10cm:J44.9", "icd10cm:N18.3", "icd10pcs:0DT60ZZ"]
 VOCAB = 40
@@ -30,12 +32,7 @@ TARGETS = [[1, 0, 1, 0, 0], [0, 1, 0, 0, 1], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]]
 MODES = ["joint", "sum", "label", "self"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_ctx(**kw: Any) -> ModelContext:
@@ -50,22 +47,6 @@ def make_ctx(**kw: Any) -> ModelContext:
     }
     args.update(kw)
     return ModelContext(**args)
-
-
-def make_batch(docs: list[list[int]], targets: list[list[int]] | None = None, extra_pad: int = 0) -> Batch:
-    width = max(1, *(len(d) for d in docs)) + extra_pad
-    ids = torch.zeros(len(docs), width, dtype=torch.long)
-    mask = torch.zeros(len(docs), width, dtype=torch.bool)
-    for i, d in enumerate(docs):
-        ids[i, : len(d)] = torch.tensor(d, dtype=torch.long)
-        mask[i, : len(d)] = True
-    return Batch(
-        token_ids=ids,
-        mask=mask,
-        lengths=mask.sum(1),
-        doc_ids=[f"d{i}" for i in range(len(docs))],
-        targets=None if targets is None else torch.tensor(targets, dtype=torch.float32),
-    )
 
 
 def build(ctx: ModelContext | None = None, **kw: Any) -> JLAN:
@@ -204,7 +185,6 @@ def test_document_mode_drops_whole_documents() -> None:
 
 
 def test_trainer_reports_progress_before_every_micro_batch(tmp_path: Path) -> None:
-    sys.path.insert(0, str(Path(__file__).parent))
     from icdcoder.training.config import TrainConfig
     from icdcoder.training.trainer import Trainer
     from tiny_model import tiny_ctx, tiny_split

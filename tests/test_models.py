@@ -1,5 +1,4 @@
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +39,7 @@ DOCS = [[5, 6, 7, 8, 9, 10, 11, 12, 13], [14, 15, 5, 16], [17], []]
 TARGETS = [[1, 0, 1, 0, 0, 0, 1], [0, 1, 0, 0, 1, 0, 0], [0, 0, 0, 1, 0, 1, 0], [0, 0, 0, 0, 0, 0, 0]]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    # Tiny tensors: thread start-up and contention with other processes cost far more than they save.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_ctx(**kw: Any) -> ModelContext:
