@@ -102,21 +102,16 @@ class TfidfLogReg(IcdModel):
 
     def evidence_rows(self, batch: Batch, row: int, codes: list[int]) -> Tensor | None:
         """`evidence` of one note for the given codes only: [len(codes), T]."""
-        one = Batch(
-            batch.token_ids[row : row + 1], batch.mask[row : row + 1], batch.lengths[row : row + 1], [""]
-        )
-        counts, real = self.counts(one)
-        x = self._features(counts)
-        share = (x.gather(1, one.token_ids) / counts.gather(1, one.token_ids).clamp(min=1.0)) * real  # [1, T]
-        w = self.linear.weight[codes]  # [K, V]
-        contrib = w[:, one.token_ids[0]].clamp(min=0.0) * share  # [K, T]
-        total = contrib.sum(dim=1, keepdim=True)
-        return contrib / torch.where(total > 0, total, torch.ones_like(total))
+        r = slice(row, row + 1)
+        counts, real = self.counts(Batch(batch.token_ids[r], batch.mask[r], batch.lengths[r], [""]))
+        return self.evidence(batch.token_ids[r], real, self._features(counts), counts, codes)[0]
 
-    def evidence(self, token_ids: Tensor, real: Tensor, x: Tensor, counts: Tensor) -> Tensor:
-        """Each token's normalised positive share of every code's score, [B, C, T]."""
+    def evidence(
+        self, token_ids: Tensor, real: Tensor, x: Tensor, counts: Tensor, codes: list[int] | None = None
+    ) -> Tensor:
+        """Each token's normalised positive share of every code's score (or of `codes` only), [B, C, T]."""
         share = (x.gather(1, token_ids) / counts.gather(1, token_ids).clamp(min=1.0)) * real  # [B, T]
-        w = self.linear.weight  # [C, V]
+        w = self.linear.weight if codes is None else self.linear.weight[codes]  # [C, V]
         contrib = w[:, token_ids].permute(1, 0, 2).clamp(min=0.0) * share.unsqueeze(1)  # [B, C, T]
         total = contrib.sum(dim=2, keepdim=True)
         return contrib / torch.where(total > 0, total, torch.ones_like(total))
