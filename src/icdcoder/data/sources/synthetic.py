@@ -27,6 +27,7 @@ import numpy as np
 
 from icdcoder.data.document import SPLITS, Document, Evidence
 from icdcoder.data.prepared import write_prepared
+from icdcoder.data.sources import mimic3, mimic4
 from icdcoder.errors import IcdcoderError
 from icdcoder.io import atomic_output_dir
 from icdcoder.ontology.systems import CodeSystem, is_well_formed, parse_system
@@ -70,20 +71,9 @@ COMMON_CODES: tuple[str, ...] = (
     )
 )
 
-NOTEEVENTS_COLUMNS = (
-    "ROW_ID",
-    "SUBJECT_ID",
-    "HADM_ID",
-    "CHARTDATE",
-    "CHARTTIME",
-    "STORETIME",
-    "CATEGORY",
-    "DESCRIPTION",
-    "CGID",
-    "ISERROR",
-    "TEXT",
-)
-ICD_COLUMNS = ("ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE")
+# The generated files use exactly the loaders' column lists, so generator and loader cannot drift apart.
+NOTEEVENTS_COLUMNS = mimic3.NOTEEVENTS.schema
+ICD_COLUMNS = mimic3.DIAGNOSES_ICD.schema
 _INVENTED_HADM_START = 200001  # beyond MIMIC-III's HADM_ID range (100001-199999)
 
 
@@ -1313,18 +1303,9 @@ def write_mimic3_csvs(
     }
 
 
-DISCHARGE_COLUMNS = (
-    "note_id",
-    "subject_id",
-    "hadm_id",
-    "note_type",
-    "note_seq",
-    "charttime",
-    "storetime",
-    "text",
-)
-DIAGNOSES_ICD_COLUMNS = ("subject_id", "hadm_id", "seq_num", "icd_code", "icd_version")
-PROCEDURES_ICD_COLUMNS = ("subject_id", "hadm_id", "seq_num", "chartdate", "icd_code", "icd_version")
+DISCHARGE_COLUMNS = mimic4.DISCHARGE.schema
+DIAGNOSES_ICD_COLUMNS = mimic4.DIAGNOSES_ICD.schema
+PROCEDURES_ICD_COLUMNS = mimic4.PROCEDURES_ICD.schema
 _MIMIC4_INVENTED_HADM_START = 30000001  # beyond MIMIC-IV's hadm_id range (20000000-29999999)
 _DEID = re.compile(r"\[\*\*.*?\*\*\]")
 
