@@ -149,9 +149,10 @@ def main() -> None:
     )
     print(
         "| model | codes | train notes/CPU-s | × CAML | inference notes/CPU-s | × CAML | "
-        "inference with evidence notes/CPU-s | train notes/s (wall) | peak RSS (train) |"
+        "inference with evidence notes/CPU-s | train notes/s (wall) | inference notes/s (wall) | "
+        "peak RSS (train) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     ref = {r["codes"]: r for r in rows if r["model"] == "caml"}
     for r in rows:
         base = ref.get(r["codes"])
@@ -160,7 +161,8 @@ def main() -> None:
         print(
             f"| {r['model']} | {r['codes']} | {r['train_notes_per_cpu_s']:.2f} | {tr} | "
             f"{r['infer_notes_per_cpu_s']:.2f} | {inf} | {r['infer_evidence_notes_per_cpu_s']:.2f} | "
-            f"{r['train_notes_per_s']:.2f} | {r['peak_rss_train_mb'] / 1024:.2f} GB |"
+            f"{r['train_notes_per_s']:.2f} | {r['infer_notes_per_s']:.2f} | "
+            f"{r['peak_rss_train_mb'] / 1024:.2f} GB |"
         )
 
 
