@@ -70,6 +70,31 @@ def test_train_writes_a_complete_run(trained: Path) -> None:
     assert lm.labels.keys == sorted(lm.labels.keys)
     assert lm.metadata["data_fingerprint"] == run["data_fingerprint"]
     assert 0.0 <= lm.thresholds["global"] <= 1.0
+    # Calibration is fitted on dev (default: temperature) and saved; thresholds apply to calibrated scores.
+    assert lm.calibration.method in ("temperature", "none")
+    assert run["calibration"]["method"] == lm.calibration.method
+    assert set(run["calibration"]["dev_after"]) == {"ece", "mece", "brier"}
+    assert run["calibration"]["dev_after"]["brier"] <= run["calibration"]["dev_before"]["brier"] + 1e-9
+    assert {"ece", "mece", "brier"} <= set(run["test"])
+
+
+def test_model_dir_without_calibration_loads_as_identity(trained: Path, tmp_path: Path) -> None:
+    """Directories written before calibration existed have no calibration.json: they load unchanged."""
+    import shutil
+
+    m = tmp_path / "old"
+    shutil.copytree(trained / "model", m)
+    (m / "calibration.json").unlink()
+    meta = json.loads((m / "metadata.json").read_text())
+    del meta["sha256"]["calibration.json"]
+    (m / "metadata.json").write_text(json.dumps(meta))
+    assert load_model_dir(m).calibration.method == "none"
+    # A directory that lists it but lost or altered it is refused.
+    shutil.rmtree(m)
+    shutil.copytree(trained / "model", m)
+    (m / "calibration.json").write_text('{"method": "platt", "slope": 9.0, "intercept": 0.0}')
+    with pytest.raises(ModelDirError, match=r"calibration\.json.*checksum"):
+        load_model_dir(m)
 
 
 def test_evaluate_matches_training_time_test_metrics(
@@ -261,6 +286,34 @@ def test_demo_end_to_end_small(tmp_path: Path) -> None:
     out = _ok(["demo", "--out", demo_dir, "--set", "train.epochs=1", "--set", "train.progress=false"])
     assert "train:  500 documents" in out and "dev:  250" in out and "test:  250" in out
     assert "icd10cm:R52" in out and "[long_title]" in out
-    assert "F1 micro" in out and "MAP" in out
+    assert "F1 micro" in out and "MAP" in out and "ECE" in out
     assert "Coding one test note" in out and "p=" in out
     assert (tmp_path / "demo" / "run" / "model" / "model.safetensors").exists()
+
+
+def test_predictor_reports_calibrated_probabilities(trained: Path) -> None:
+    """What `predict` and the server show is the dev-fitted calibration of the model's sigmoid, and the
+    decision compares that calibrated probability with the stored threshold."""
+    import numpy as np
+    import torch
+
+    from icdcoder.inference.predictor import Predictor
+    from icdcoder.training.data import EncodedSplit, make_batch
+
+    lm = load_model_dir(trained / "model")
+    lm.calibration = type(lm.calibration)("platt", 0.5, -0.5)  # a visible, known map
+    pred = Predictor(lm)
+    text = "patient with essential hypertension and acute kidney failure."
+    [note] = pred.predict([("n", text)], top_k=None, evidence=False)
+    ids = lm.vocab.encode(t.text for t in lm.tokenizer.tokenize(text))
+    batch = make_batch(EncodedSplit(["n"], [np.asarray(ids)], [[]], [[]]), [0], len(lm.labels.keys))
+    with torch.no_grad():
+        raw = torch.sigmoid(lm.model(batch).logits).numpy()[0]
+    expected = lm.calibration.apply(raw)
+    got = {c.key: c.probability for c in note.codes}
+    for i, key in enumerate(lm.labels.keys):
+        assert got[key] == pytest.approx(float(expected[i]), abs=1e-6)
+        assert got[key] != pytest.approx(float(raw[i]), abs=1e-3)
+    th = pred.thresholds.vector(pred.labels).astype(np.float32)
+    decided = {c.key: c.decision for c in note.codes}
+    assert [decided[k] for k in lm.labels.keys] == [bool(e >= t) for e, t in zip(expected, th, strict=True)]

@@ -6,7 +6,9 @@
     tokenizer.json       tokenizer settings
     context.json         construction-time inputs of the model (tokenised code texts, document frequencies)
     model.safetensors    weights (never pickles)
-    thresholds.json      decision thresholds tuned on dev
+    thresholds.json      decision thresholds tuned on dev (on calibrated probabilities)
+    calibration.json     post-hoc probability calibration fitted on dev (absent in older directories:
+                         the identity)
     metadata.json        data fingerprint, seed, package versions, dev metrics, and sha256 of every file
 
 Written atomically. Loading verifies every checksum and that weights, vocabulary and label space agree, and
@@ -18,7 +20,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from icdcoder import __version__
 from icdcoder.errors import IcdcoderError, ModelDirError
+from icdcoder.evaluation.calibration import Calibrator
 from icdcoder.io import atomic_output_dir, read_json, write_json
 from icdcoder.models.base import IcdModel, ModelContext, build_model
 from icdcoder.text.tokenizer import Tokenizer
@@ -46,6 +49,8 @@ FILES = (
     "model.safetensors",
     "thresholds.json",
 )
+# Checked when the directory's metadata lists them; directories written before they existed load without.
+OPTIONAL_FILES = ("calibration.json",)
 
 
 def _sha256(path: Path) -> str:
@@ -77,6 +82,7 @@ class LoadedModel:
     model: IcdModel
     thresholds: dict[str, Any]
     metadata: dict[str, Any]
+    calibration: Calibrator = field(default_factory=Calibrator)
 
 
 def context_to_json(ctx: ModelContext) -> dict[str, Any]:
@@ -102,6 +108,7 @@ def save_model_dir(
     ctx: ModelContext,
     thresholds: dict[str, Any],
     metadata: dict[str, Any],
+    calibration: Calibrator | None = None,
     overwrite: bool = False,
 ) -> Path:
     out = Path(out)
@@ -116,6 +123,7 @@ def save_model_dir(
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, tmp / "model.safetensors", metadata={"format": FORMAT})
         write_json(tmp / "thresholds.json", thresholds)
+        write_json(tmp / "calibration.json", (calibration or Calibrator()).to_dict())
         meta = {
             "format": FORMAT,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -124,7 +132,7 @@ def save_model_dir(
             "vocab_fingerprint": vocab.fingerprint,
             "versions": package_versions(),
             **metadata,
-            "sha256": {name: _sha256(tmp / name) for name in FILES},
+            "sha256": {name: _sha256(tmp / name) for name in (*FILES, *OPTIONAL_FILES)},
         }
         write_json(tmp / "metadata.json", meta)
     return out
@@ -146,11 +154,12 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
         raise ModelDirError(
             f"unsupported model format {meta.get('format')!r} (expected {FORMAT}).", path=meta_path
         )
-    for name in FILES:
+    listed = meta.get("sha256", {})
+    for name in (*FILES, *(n for n in OPTIONAL_FILES if n in listed)):
         f = path / name
         if not f.is_file():
             raise ModelDirError(f"{name} is missing.", path=path, fix="copy the whole model directory again.")
-        if _sha256(f) != meta.get("sha256", {}).get(name):
+        if _sha256(f) != listed.get(name):
             raise ModelDirError(
                 "file is corrupted or was edited (checksum mismatch).",
                 path=f,
@@ -163,6 +172,11 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
         vocab = Vocab.load(path / "vocab.json")
         tokenizer = Tokenizer.from_config(read_json(path / "tokenizer.json"))
         cj = read_json(path / "context.json")
+        calibration = (
+            Calibrator.from_dict(read_json(path / "calibration.json"), str(path / "calibration.json"))
+            if "calibration.json" in listed
+            else Calibrator()
+        )
     except IcdcoderError:
         raise
     except (ValueError, KeyError, TypeError) as exc:
@@ -206,4 +220,5 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
         model=model,
         thresholds=read_json(path / "thresholds.json"),
         metadata=meta,
+        calibration=calibration,
     )

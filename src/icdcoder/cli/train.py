@@ -67,6 +67,7 @@ MAIN_METRICS = (
     ("p@8", "P@8"),
     ("r_precision", "R-prec"),
     ("map", "MAP"),
+    ("ece", "ECE"),
 )
 
 
@@ -87,3 +88,12 @@ def _print_metrics(summary: dict[str, object]) -> None:
     rows = {s: summary[s] for s in ("dev", "test") if isinstance(summary.get(s), dict)}
     if rows:
         _print_table(rows)  # type: ignore[arg-type]
+    cal = summary.get("calibration")
+    if isinstance(cal, dict) and cal.get("method") != "none":
+        before, after = cal["dev_before"]["ece"], cal["dev_after"]["ece"]
+        how = (
+            f"T = {1 / cal['slope']:.3f}"
+            if cal["method"] == "temperature"
+            else (f"a = {cal['slope']:.3f}, b = {cal['intercept']:.3f}")
+        )
+        print(f"calibration ({cal['method']}, {how}, fitted on dev): dev ECE {before:.4f} -> {after:.4f}")

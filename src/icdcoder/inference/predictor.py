@@ -83,6 +83,7 @@ class Predictor:
         from icdcoder.evaluation.thresholds import Thresholds
 
         self.thresholds = Thresholds.from_dict(self.loaded.thresholds)
+        self.calibrator = self.loaded.calibration  # thresholds apply to calibrated probabilities
         self.max_tokens = self.loaded.config.data.max_tokens
         self.pad_id = self.loaded.vocab.pad_id
         self._labels = list(self.loaded.labels.keys)
@@ -110,6 +111,7 @@ class Predictor:
             "max_tokens": self.max_tokens,
             "n_codes": len(self.labels),
             "thresholds": lm.thresholds,
+            "calibration": self.calibrator.to_dict(),
             "dev_metrics": meta.get("dev_metrics", {}),
             "codes": [
                 {"key": k, "title": t, "threshold": round(float(th), 6)}
@@ -137,7 +139,7 @@ class Predictor:
         batch = Batch(ids, mask, mask.sum(1).clamp_min(1), [str(i) for i in range(len(variants))])
         with self.loaded.model.scores_only():
             out = self.loaded.model(batch.to(self.device))
-        return np.nan_to_num(torch.sigmoid(out.logits.float()).cpu().numpy())
+        return np.nan_to_num(self.calibrator.apply(torch.sigmoid(out.logits.float()).cpu().numpy()))
 
     def _forward(
         self, notes: list[tuple[str, str]], batch_size: int
@@ -187,7 +189,7 @@ class Predictor:
                 else:
                     out = lm.model(batch)
                     att = out.attention
-                probs = torch.sigmoid(out.logits.float()).cpu().numpy()
+                probs = self.calibrator.apply(torch.sigmoid(out.logits.float()).cpu().numpy())
                 yield chunk, [encoded[i][0] for i in chunk], ids, probs, att
 
     def _method(self, evidence: bool, evidence_method: str, has_attention: bool) -> str | None:

@@ -98,7 +98,7 @@ class CodeOut(BaseModel):
     system: str
     code: str
     title: str
-    probability: float
+    probability: float = Field(description="the model's probability after its dev-fitted calibration")
     decision: bool = Field(description="probability >= the code's dev-tuned threshold")
     evidence: list[EvidenceOut]
 

@@ -4,18 +4,22 @@ codes included), the per-document predictions file, and evaluating a saved model
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from icdcoder.errors import DataError
+from icdcoder.evaluation.calibration import calibration_metrics
 from icdcoder.evaluation.metrics import compute_metrics
 from icdcoder.evaluation.thresholds import Thresholds
 from icdcoder.evaluation.thresholds import tune_thresholds as _tune
 from icdcoder.training.data import EncodedSplit, target_matrix
 from icdcoder.training.labels import LabelSpace
+
+if TYPE_CHECKING:
+    from icdcoder.modeldir import LoadedModel
 
 
 def tune_thresholds(
@@ -34,8 +38,11 @@ def evaluate_probs(
     include_unseen: bool = True,
 ) -> dict[str, float]:
     """All metrics of a split. With `include_unseen`, gold codes outside the label space are added as columns
-    the model scores 0, so they count as misses instead of silently vanishing from the denominators."""
+    the model scores 0, so they count as misses instead of silently vanishing from the denominators.
+    Calibration metrics (`ece`, `mece`, `brier`) describe the probabilities the model gave, so they use the
+    label-space columns only."""
     y = target_matrix(split, len(labels))
+    calibration = calibration_metrics(probs, y)
     keys = list(labels.keys)
     if include_unseen:
         extra = sorted({k for codes in split.unseen for k in codes})
@@ -49,6 +56,7 @@ def evaluate_probs(
             y = np.concatenate([y, y_extra], axis=1)
             keys = keys + extra
     metrics = compute_metrics(probs, y, keys, threshold=thresholds)
+    metrics.update(calibration)
     metrics["threshold"] = float(thresholds.global_threshold)
     metrics["unseen_gold_codes"] = float(sum(len(u) for u in split.unseen))
     return metrics
@@ -83,18 +91,17 @@ def read_predictions(path: Path) -> tuple[list[str], list[list[str]], np.ndarray
     return table.column("id").to_pylist(), table.column("gold").to_pylist(), probs, keys
 
 
-def evaluate_model_dir(
-    model_dir: Path, data_dir: Path, split: str, predictions: Path | None = None, batch_size: int = 16
-) -> dict[str, Any]:
-    """Evaluate a saved model on a split of a prepared dataset at its stored thresholds."""
+def model_dir_probs(
+    lm: LoadedModel, data_dir: Path, split: str, batch_size: int = 16
+) -> tuple[EncodedSplit, np.ndarray]:
+    """A split of a prepared dataset encoded for a loaded model directory, and the model's uncalibrated
+    probabilities [N, C] on it."""
     import torch
 
     from icdcoder.data.prepared import PreparedDataset
-    from icdcoder.modeldir import load_model_dir
     from icdcoder.training.data import encode_split
     from icdcoder.training.trainer import predict_probs
 
-    lm = load_model_dir(model_dir)
     ds = PreparedDataset.open(data_dir)
     if split not in ds.splits:
         raise DataError(f"the dataset has no {split!r} split (it has {', '.join(ds.splits)}).", path=data_dir)
@@ -113,7 +120,18 @@ def evaluate_model_dir(
     encoded = encode_split(
         docs, [vocab.encode(tok.words(d.text)[:max_tokens]) for d in docs], lm.labels, max_tokens
     )
-    probs = predict_probs(lm.model, encoded, batch_size, torch.device("cpu"))
+    return encoded, predict_probs(lm.model, encoded, batch_size, torch.device("cpu"))
+
+
+def evaluate_model_dir(
+    model_dir: Path, data_dir: Path, split: str, predictions: Path | None = None, batch_size: int = 16
+) -> dict[str, Any]:
+    """Evaluate a saved model on a split of a prepared dataset at its stored calibration and thresholds."""
+    from icdcoder.modeldir import load_model_dir
+
+    lm = load_model_dir(model_dir)
+    encoded, raw = model_dir_probs(lm, data_dir, split, batch_size)
+    probs = lm.calibration.apply(raw)
     thresholds = Thresholds.from_dict(lm.thresholds)
     metrics = evaluate_probs(
         probs, encoded, lm.labels, thresholds, include_unseen=lm.config.eval.include_unseen_codes

@@ -1,5 +1,6 @@
 """One experiment end to end: data → tokens → vocabulary → labels → embeddings → model → trainer →
-dev-tuned thresholds → model directory → (once) test evaluation. Used by `icdcoder train` and the demo.
+dev-fitted calibration → dev-tuned thresholds → model directory → (once) test evaluation. Used by
+`icdcoder train` and the demo.
 
 Run directory:
     model/                 the model directory (inference needs nothing else)
@@ -8,7 +9,7 @@ Run directory:
     config.yaml            the resolved config
     dev_metrics.json       dev metrics of the selected model at the tuned thresholds
     test_metrics.json      test metrics (read once, after selection), when eval.test is on
-    predictions_test.parquet  every test document's probability for every code
+    predictions_test.parquet  every test document's (calibrated) probability for every code
     run.json               summary: dataset, model, seed, best epoch, timings, metrics
 """
 
@@ -26,6 +27,7 @@ import torch
 from icdcoder.data.document import Document
 from icdcoder.data.prepared import PreparedDataset
 from icdcoder.errors import DataError
+from icdcoder.evaluation.calibration import calibration_metrics, fit_calibrator
 from icdcoder.io import cache_root, write_json
 from icdcoder.models.base import ModelContext, build_model, get_model_class, validate_model_config
 from icdcoder.text.tokenizer import Tokenizer
@@ -206,7 +208,15 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         return summary
     # Rank 0 alone selects thresholds, saves and tests; the other ranks are done.
     device = trainer.device
-    dev_probs = predict_probs(model, dev, cfg.train.eval_batch_size, device)
+    raw_dev = predict_probs(model, dev, cfg.train.eval_batch_size, device)
+    # Calibrate first, then tune thresholds on the probabilities users will see (both on dev only).
+    calibrator = fit_calibrator(raw_dev, dev_targets, cfg.eval.calibration, seed=cfg.train.seed)
+    dev_probs = calibrator.apply(raw_dev)
+    summary["calibration"] = {
+        **calibrator.to_dict(),
+        "dev_before": calibration_metrics(raw_dev, dev_targets),
+        "dev_after": calibration_metrics(dev_probs, dev_targets),
+    }
     thresholds = tune_thresholds(dev_probs, dev, labels, kind=cfg.eval.thresholds)
     dev_metrics = evaluate_probs(dev_probs, dev, labels, thresholds, include_unseen=with_unseen)
     write_json(run_dir / "dev_metrics.json", dev_metrics)
@@ -220,6 +230,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         model=model,
         ctx=inputs.ctx,
         thresholds=thresholds.to_dict(),
+        calibration=calibrator,
         overwrite=True,
         metadata={
             "data_fingerprint": inputs.dataset.fingerprint,
@@ -231,7 +242,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     )
     if cfg.eval.test and "test" in inputs.splits:
         test = inputs.splits["test"]
-        test_probs = predict_probs(model, test, cfg.train.eval_batch_size, device)
+        test_probs = calibrator.apply(predict_probs(model, test, cfg.train.eval_batch_size, device))
         test_metrics = evaluate_probs(test_probs, test, labels, thresholds, include_unseen=with_unseen)
         write_json(run_dir / "test_metrics.json", test_metrics)
         write_predictions(run_dir / "predictions_test.parquet", test_probs, test, labels)
