@@ -5,6 +5,9 @@ decisions at a dev-tuned threshold do not change (the maps are strictly increasi
 move.
 
     .venv/bin/python benchmarks/calibration_effect.py runs/codiesp/codiesp-d/tfidf/seed0 ... [--json OUT]
+    .venv/bin/python benchmarks/calibration_effect.py --from-json OUT1 OUT2   # tables again, no model run
+
+Prints one row per run and method, then mean ± sample std over the seeds of each (dataset, model, method).
 
 Works on any run directory, also one trained before calibration existed (its model directory has no
 calibration.json); the dataset is the one the run's config names.
@@ -57,10 +60,12 @@ def measure(run_dir: Path) -> list[dict[str, Any]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("runs", nargs="*", type=Path)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--from-json", nargs="+", type=Path, default=[])
     a = ap.parse_args()
     rows = [r for run in a.runs for r in measure(run)]
+    rows += [r for path in a.from_json for r in json.loads(path.read_text())]
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(rows, indent=2))
@@ -75,6 +80,34 @@ def main() -> None:
             f"| {r['dataset']} | {r['model']} | {r['seed']} | {r['method']} | {r['slope']:.3f} | "
             f"{r['intercept']:.3f} | {t['ece']:.5f} | {t['mece']:.5f} | {t['brier']:.5f} | "
             f"{r['test_mean_prob'] / r['test_prevalence']:.2f} |"
+        )
+
+    print()
+    summary(rows)
+
+
+def summary(rows: list[dict[str, Any]]) -> None:
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["model"], r["method"]), []).append(r)
+
+    def ms(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+        v = np.asarray(values) * scale
+        sd = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+        return f"{float(np.mean(v)):.{digits}f} ± {sd:.{digits}f}"
+
+    print(
+        "| dataset | model | calibration | seeds | a | test ECE ×10³ | test mECE ×10³ | test Brier ×10³ "
+        "| mean p / prevalence |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (dataset, model, method), rs in groups.items():
+        seeds = ",".join(str(r["seed"]) for r in rs)
+        print(
+            f"| {dataset} | {model} | {method} | {seeds} | {ms([r['slope'] for r in rs])} | "
+            f"{ms([r['test']['ece'] for r in rs], 1e3)} | {ms([r['test']['mece'] for r in rs], 1e3)} | "
+            f"{ms([r['test']['brier'] for r in rs], 1e3, 3)} | "
+            f"{ms([r['test_mean_prob'] / r['test_prevalence'] for r in rs])} |"
         )
 
 

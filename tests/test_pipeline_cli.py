@@ -70,8 +70,8 @@ def test_train_writes_a_complete_run(trained: Path) -> None:
     assert lm.labels.keys == sorted(lm.labels.keys)
     assert lm.metadata["data_fingerprint"] == run["data_fingerprint"]
     assert 0.0 <= lm.thresholds["global"] <= 1.0
-    # Calibration is fitted on dev (default: temperature) and saved; thresholds apply to calibrated scores.
-    assert lm.calibration.method in ("temperature", "none")
+    # Calibration is fitted on dev (default: Platt) and saved; thresholds apply to calibrated scores.
+    assert lm.calibration.method in ("platt", "none")
     assert run["calibration"]["method"] == lm.calibration.method
     assert set(run["calibration"]["dev_after"]) == {"ece", "mece", "brier"}
     assert run["calibration"]["dev_after"]["brier"] <= run["calibration"]["dev_before"]["brier"] + 1e-9
