@@ -317,3 +317,43 @@ def test_predictor_reports_calibrated_probabilities(trained: Path) -> None:
     th = pred.thresholds.vector(pred.labels).astype(np.float32)
     decided = {c.key: c.decision for c in note.codes}
     assert [decided[k] for k in lm.labels.keys] == [bool(e >= t) for e, t in zip(expected, th, strict=True)]
+
+
+def test_calibrate_refits_a_model_dir_without_touching_weights(
+    trained: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    m = tmp_path / "m"
+    shutil.copytree(trained / "model", m)
+    out = _ok(
+        [
+            "calibrate",
+            str(m),
+            "--data",
+            str(tiny_dataset),
+            "--method",
+            "temperature",
+            "--out",
+            str(tmp_path / "n"),
+        ]
+    )
+    assert "fitted on dev" in out
+    old, new = load_model_dir(m), load_model_dir(tmp_path / "n")
+    assert new.calibration.method in ("temperature", "none")
+    assert new.metadata["sha256"]["model.safetensors"] == old.metadata["sha256"]["model.safetensors"]
+    [record] = new.metadata["recalibrations"]
+    assert record["split"] == "dev" and record["method"] == new.calibration.method
+    # The stored thresholds reproduce the reported dev micro-F1 through `evaluate`.
+    metrics = json.loads(_ok(["evaluate", str(tmp_path / "n"), "--data", str(tiny_dataset), "--json"]))
+    assert metrics["f1_micro"] == pytest.approx(record["f1_micro"], abs=1e-9)
+    # In place, twice: the history grows; test is refused; an unknown method is refused.
+    _ok(["calibrate", str(m), "--data", str(tiny_dataset), "--method", "none"])
+    _ok(["calibrate", str(m), "--data", str(tiny_dataset)])
+    assert len(load_model_dir(m).metadata["recalibrations"]) == 2
+    for args, message in (
+        (["--split", "test"], "never on test"),
+        (["--method", "isotonic"], "unknown calibration"),
+    ):
+        result = runner.invoke(app, ["calibrate", str(m), "--data", str(tiny_dataset), *args])
+        assert isinstance(result.exception, IcdcoderError) and message in str(result.exception)

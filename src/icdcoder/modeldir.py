@@ -222,3 +222,32 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
         metadata=meta,
         calibration=calibration,
     )
+
+
+def recalibrate_model_dir(
+    path: str | Path,
+    *,
+    calibration: Calibrator,
+    thresholds: dict[str, Any],
+    record: dict[str, Any],
+    out: str | Path | None = None,
+) -> Path:
+    """Write `path` again (or to `out`) with new calibration.json and thresholds.json, every other file
+    byte-identical, fresh checksums, and `record` appended to metadata's `recalibrations`. Atomic: an
+    interrupted write leaves the original directory as it was."""
+    import shutil
+
+    src = Path(path)
+    load_model_dir(src)  # refuse a corrupted directory before copying it
+    meta = read_json(src / "metadata.json")
+    dst = Path(out) if out is not None else src
+    with atomic_output_dir(dst, overwrite=True) as tmp:
+        for name in FILES:
+            if name != "thresholds.json":
+                shutil.copy2(src / name, tmp / name)
+        write_json(tmp / "thresholds.json", thresholds)
+        write_json(tmp / "calibration.json", calibration.to_dict())
+        meta["recalibrations"] = [*meta.get("recalibrations", []), record]
+        meta["sha256"] = {name: _sha256(tmp / name) for name in (*FILES, *OPTIONAL_FILES)}
+        write_json(tmp / "metadata.json", meta)
+    return dst
