@@ -176,3 +176,48 @@ def test_code_review_and_export_in_the_page(server_url: str, driver: object, tmp
     listed = driver.find_element(By.ID, "evidence-list").text
     assert marks and all(m in emoji_note and m[0].isalnum() and m[-1].isalnum() for m in marks)
     assert all(f"“{m}”" in listed for m in marks)  # the highlight is exactly the API's span text
+
+
+DROP = """
+const [name, bytes] = arguments;
+const dt = new DataTransfer();
+dt.items.add(new File([new Uint8Array(bytes)], name, { type: "text/plain" }));
+document.body.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+"""
+
+
+def test_dropping_a_note_file_onto_the_page(server_url: str, driver: object) -> None:
+    """A dropped .txt file becomes the note (its name the note id); binary, non-UTF-8 and empty files are
+    refused with a message and leave the current note alone."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert isinstance(driver, WebDriver)
+    wait = WebDriverWait(driver, 30)
+    driver.get(server_url + "/")
+    wait.until(lambda d: "model caml" in d.find_element(By.ID, "model-info").text)
+    status = lambda: driver.find_element(By.ID, "status").text  # noqa: E731
+
+    def drop(name: str, data: bytes) -> None:
+        driver.execute_script(DROP, name, list(data))
+
+    drop("admission_17.txt", ("\ufeff" + NOTE).encode("utf-8"))  # a BOM is dropped, not kept as text
+    wait.until(lambda _d: "Loaded admission_17.txt" in status())
+    assert driver.find_element(By.ID, "note").get_attribute("value") == NOTE
+    driver.find_element(By.ID, "suggest").click()
+    wait.until(lambda d: d.execute_script(FIRST_CODE) is not None)
+    assert (
+        json.loads(driver.execute_script("return window.icdcoderExport('json')"))["note_id"] == "admission_17"
+    )
+
+    driver.find_element(By.ID, "edit").click()
+    for name, data, message in (
+        ("scan.txt", b"\x89PNG\r\n\x1a\n\x00\x00", "looks binary"),
+        ("latin1.txt", "fièvre".encode("latin-1"), "not valid UTF-8"),
+        ("blank.txt", b"  \n", "is empty"),
+    ):
+        drop(name, data)
+        wait.until(lambda _d, m=message: m in status())  # type: ignore[misc]
+        assert name in status() and "error" in driver.find_element(By.ID, "status").get_attribute("class")
+        assert driver.find_element(By.ID, "note").get_attribute("value") == NOTE

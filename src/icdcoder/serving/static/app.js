@@ -330,13 +330,30 @@ function readDroppedFile(file) {
   }
   const reader = new FileReader();
   reader.onload = () => {
-    $("note").value = reader.result;
+    const bytes = new Uint8Array(reader.result);
+    if (bytes.includes(0)) {
+      setStatus(`${file.name} looks binary (it contains NUL bytes); drop a plain-text note.`, true);
+      return;
+    }
+    let text;
+    try {
+      // fatal: a wrong encoding is an error, not a note silently full of replacement characters
+      text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    } catch (e) {
+      setStatus(`${file.name} is not valid UTF-8 text; save it as UTF-8 and drop it again.`, true);
+      return;
+    }
+    if (!text.trim()) {
+      setStatus(`${file.name} is empty.`, true);
+      return;
+    }
+    $("note").value = text.replace(/^\uFEFF/, "");
     state.noteId = file.name.replace(/\.[^.]*$/, "") || "note";
     showView(false);
     setStatus(`Loaded ${file.name}. Press “Suggest codes”.`);
   };
   reader.onerror = () => setStatus("Could not read that file.", true);
-  reader.readAsText(file, "utf-8");
+  reader.readAsArrayBuffer(file);
 }
 
 function init() {
