@@ -34,7 +34,7 @@ from icdcoder.errors import IcdcoderError, ModelDirError
 from icdcoder.evaluation.calibration import Calibrator
 from icdcoder.io import atomic_output_dir, read_json, write_json
 from icdcoder.models.base import IcdModel, ModelContext, build_model
-from icdcoder.text.tokenizer import Tokenizer
+from icdcoder.text.tokenizer import TextTokenizer, tokenizer_from_config
 from icdcoder.text.vocab import Vocab
 from icdcoder.training.config import ExperimentConfig, parse_config
 from icdcoder.training.labels import LabelSpace
@@ -78,7 +78,7 @@ class LoadedModel:
     config: ExperimentConfig
     labels: LabelSpace
     vocab: Vocab
-    tokenizer: Tokenizer
+    tokenizer: TextTokenizer
     model: IcdModel
     thresholds: dict[str, Any]
     metadata: dict[str, Any]
@@ -103,7 +103,7 @@ def save_model_dir(
     config: ExperimentConfig,
     labels: LabelSpace,
     vocab: Vocab,
-    tokenizer: Tokenizer,
+    tokenizer: TextTokenizer,
     model: IcdModel,
     ctx: ModelContext,
     thresholds: dict[str, Any],
@@ -170,7 +170,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
         config = parse_config(raw_cfg, source=str(path / "config.yaml"))
         labels = LabelSpace.from_json(read_json(path / "labels.json"))
         vocab = Vocab.load(path / "vocab.json")
-        tokenizer = Tokenizer.from_config(read_json(path / "tokenizer.json"))
+        tokenizer = tokenizer_from_config(read_json(path / "tokenizer.json"))
         cj = read_json(path / "context.json")
         calibration = (
             Calibrator.from_dict(read_json(path / "calibration.json"), str(path / "calibration.json"))

@@ -44,6 +44,10 @@ class ModelContext:
     token_doc_freq: list[int] = field(default_factory=list)  # training document frequency per vocab id
     n_train_docs: int = 0
     extras: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable, model-specific inputs
+    # True only when training builds the model: a pretrained encoder then loads its weights from its local
+    # directory; at load time (False) it is built from the saved architecture and the model directory's
+    # weights, so the original folder is not needed. Not saved.
+    init_from_pretrained: bool = False
 
     @property
     def n_labels(self) -> int:
@@ -111,6 +115,12 @@ class IcdModel(nn.Module):
             yield
         finally:
             self.attention_enabled = prev
+
+    @classmethod
+    def pretrained_tokenizer_dir(cls, config: ModelConfig) -> str | None:
+        """A local Hugging Face model directory whose tokenizer the notes must be read with (pretrained
+        encoders), or None for icdcoder's word tokenizer and vocabulary."""
+        return None
 
     @classmethod
     def extend_context(

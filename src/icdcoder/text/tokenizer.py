@@ -29,7 +29,7 @@ import re
 import sys
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from icdcoder.errors import ConfigError
 
@@ -229,3 +229,23 @@ class Tokenizer:
             strip_accents=d.get("strip_accents", False),
             min_token_len=mtl,
         )
+
+
+class TextTokenizer(Protocol):
+    """What the pipeline, the model directory and the predictor need from a tokenizer: the word
+    `Tokenizer` above, or `HFTokenizer` (text/hf_tokenizer.py) for a pretrained encoder's subwords."""
+
+    def tokenize(self, text: str) -> list[Token]: ...
+
+    def words(self, text: str) -> list[str]: ...
+
+    def to_config(self) -> dict[str, Any]: ...
+
+
+def tokenizer_from_config(d: dict[str, Any]) -> TextTokenizer:
+    """The tokenizer a model directory's tokenizer.json describes (word or Hugging Face subword)."""
+    if isinstance(d, dict) and d.get("type") == "hf-tokenizers":
+        from icdcoder.text.hf_tokenizer import HFTokenizer
+
+        return HFTokenizer.from_config(d)
+    return Tokenizer.from_config(d)

@@ -26,11 +26,11 @@ import torch
 
 from icdcoder.data.document import Document
 from icdcoder.data.prepared import PreparedDataset
-from icdcoder.errors import DataError
+from icdcoder.errors import ConfigError, DataError
 from icdcoder.evaluation.calibration import calibration_metrics, fit_calibrator
 from icdcoder.io import cache_root, write_json
 from icdcoder.models.base import ModelContext, build_model, get_model_class, validate_model_config
-from icdcoder.text.tokenizer import Tokenizer
+from icdcoder.text.tokenizer import TextTokenizer, Tokenizer
 from icdcoder.text.vocab import Vocab
 from icdcoder.training.config import DataConfig, ExperimentConfig, dump_config
 from icdcoder.training.data import EncodedSplit, encode_split, target_matrix
@@ -66,7 +66,7 @@ def open_dataset(cfg: DataConfig) -> PreparedDataset:
 @dataclass
 class PreparedInputs:
     dataset: PreparedDataset
-    tokenizer: Tokenizer
+    tokenizer: TextTokenizer
     vocab: Vocab
     labels: LabelSpace
     splits: dict[str, EncodedSplit]
@@ -100,12 +100,30 @@ def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
                 path=dataset.path,
                 fix="prepare it with splits (e.g. --split-ratios for your own files).",
             )
-    tokenizer = Tokenizer(lowercase=cfg.data.lowercase, drop_numeric=cfg.data.drop_numeric)
+    model_cls = get_model_class(str(cfg.model["name"]))
+    model_cfg = validate_model_config(model_cls, cfg.model)
+    hf_dir = model_cls.pretrained_tokenizer_dir(model_cfg)
+    tokenizer: TextTokenizer
+    if hf_dir is not None:
+        # A pretrained encoder reads its own subwords; data.max_tokens then counts subwords.
+        from icdcoder.text.hf_tokenizer import HFTokenizer
+
+        if cfg.embeddings.word2vec:
+            raise ConfigError(
+                "embeddings.word2vec is on, but this model reads the notes with its pretrained encoder.",
+                fix="set embeddings.word2vec=false.",
+            )
+        tokenizer = HFTokenizer.from_pretrained(hf_dir)
+    else:
+        tokenizer = Tokenizer(lowercase=cfg.data.lowercase, drop_numeric=cfg.data.drop_numeric)
     docs: dict[str, list[Document]] = {
         s: dataset.load(s) for s in ("train", "dev", "test") if s in dataset.splits
     }
     words = {s: [tokenizer.words(d.text)[: cfg.data.max_tokens] for d in ds] for s, ds in docs.items()}
-    vocab = Vocab.build(words["train"], min_doc_freq=cfg.data.min_doc_freq, max_size=cfg.data.max_vocab)
+    if isinstance(tokenizer, Tokenizer):
+        vocab = Vocab.build(words["train"], min_doc_freq=cfg.data.min_doc_freq, max_size=cfg.data.max_vocab)
+    else:
+        vocab = tokenizer.vocab()
     labels = label_space_from(dataset, cfg.data.label_min_count)
     splits = {
         s: encode_split(docs[s], [vocab.encode(w) for w in words[s]], labels, cfg.data.max_tokens)
@@ -124,6 +142,7 @@ def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
                     None if cfg.data.codiesp_path is None else Path(cfg.data.codiesp_path), lang=cfg.data.lang
                 )
             )
+        assert isinstance(tokenizer, Tokenizer)  # refused above for pretrained-encoder models
         w2v_words, vectors = cached_word2vec(
             dataset.path,
             tokenizer,
@@ -146,10 +165,10 @@ def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
         ],
         token_doc_freq=list(vocab.doc_freq or []),
         n_train_docs=len(splits["train"]),
+        init_from_pretrained=True,
     )
-    model_cls = get_model_class(str(cfg.model["name"]))
     model_cls.extend_context(
-        validate_model_config(model_cls, cfg.model),
+        model_cfg,
         ctx,
         labels.titles,
         lambda text: vocab.encode(tokenizer.words(text))[:MAX_LABEL_TEXT_TOKENS],
