@@ -25,6 +25,20 @@ PUBLISHED = {  # MIMIC-III full dimensions (model modules' docstrings)
     "multirescnn": {},
     "laat": {"hidden_size": 512, "d_a": 512},
     "joint_laat": {"hidden_size": 512, "d_a": 512},
+    "plm_icd": {"chunk_size": 128},
+    # "+ckpt": the same model with activation (gradient) checkpointing in the encoder
+    "plm_icd+ckpt": {"chunk_size": 128, "gradient_checkpointing": True},
+}
+# PLM-ICD's encoder at RoBERTa-base size (the published backbone was RoBERTa-base-PM-M3-Voc), randomly
+# initialised: no clinical weights exist offline, and the cost does not depend on the values.
+ROBERTA_BASE = {
+    "model_type": "bert",
+    "vocab_size": 50265,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 514,
 }
 
 
@@ -57,7 +71,9 @@ def child(model: str, n_codes: int, batch: int, words: int, steps: int, threads:
         token_doc_freq=list(vocab.doc_freq or []),
         n_train_docs=len(docs),
     )
-    m = build_model({"name": model, **PUBLISHED[model]}, ctx)
+    if model.startswith("plm_icd"):
+        ctx.extras = {"hf_config": dict(ROBERTA_BASE), "hf_special": {"cls": 0, "sep": 2, "pad": 1, "unk": 3}}
+    m = build_model({"name": model.split("+")[0], **PUBLISHED[model]}, ctx)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
     batches = [list(range(i * batch, (i + 1) * batch)) for i in range(steps + 1)]
     m.train()

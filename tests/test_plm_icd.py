@@ -197,3 +197,16 @@ def test_train_save_and_predict_without_the_pretrained_folder(
     path.write_text(yaml.safe_dump(cfg))
     result = runner.invoke(app, ["train", str(path), "--out", str(tmp_path / "run2")])
     assert isinstance(result.exception, ConfigError) and "word2vec" in str(result.exception)
+
+
+def test_chunks_longer_than_the_encoder_and_empty_notes(bert_dir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"exceeds the encoder's 40 positions"):
+        _model(bert_dir, 2, chunk_size=39)
+    model = _model(bert_dir, 2, chunk_size=38).eval()  # 38 + [CLS] + [SEP] = 40 fits
+    assert not hasattr(model.encoder, "pooler") or model.encoder.pooler is None  # no unused parameters (DDP)
+    empty = Batch(
+        torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.bool), torch.zeros(2), ["a", "b"]
+    )
+    with torch.no_grad():
+        out = model(empty)
+    assert out.logits.shape == (2, 2) and torch.isfinite(out.logits).all()

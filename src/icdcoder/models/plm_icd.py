@@ -80,6 +80,16 @@ def _build_encoder(ctx: ModelContext, config: PLMICDConfig) -> nn.Module:
         encoder = AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
     else:  # loading a model directory: the architecture only; its own weights follow
         encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **arch))
+    if getattr(encoder, "pooler", None) is not None:
+        # PLM-ICD reads token states only; an unused pooler would break DDP (parameters without gradients)
+        encoder.pooler = None
+    limit = getattr(encoder.config, "max_position_embeddings", None)
+    needed = config.chunk_size + (2 if config.chunk_special_tokens else 0)
+    if isinstance(limit, int) and needed > limit:
+        raise ConfigError(
+            f"model.chunk_size {config.chunk_size} (+ [CLS]/[SEP]) exceeds the encoder's {limit} positions.",
+            fix=f"set model.chunk_size to at most {limit - needed + config.chunk_size}.",
+        )
     if config.gradient_checkpointing:
         encoder.gradient_checkpointing_enable()
     return encoder
@@ -126,6 +136,9 @@ class PLMICD(IcdModel):
         ids, mask = reshape_chunks(batch.token_ids, batch.mask, size, PAD_ID)
         ids, mask = ids.reshape(-1, size), mask.reshape(-1, size)
         live = mask.any(1)
+        if not bool(live.any()):  # only empty notes: nothing to encode
+            width = int(getattr(self.encoder, "config").hidden_size)  # noqa: B009
+            return batch.token_ids.new_zeros((b, t, width), dtype=torch.float32)
         hf, att = self._to_hf(ids[live]), mask[live].long()
         if self.cfg.chunk_special_tokens:
             edge = torch.ones_like(hf[:, :1])
