@@ -225,21 +225,21 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
 
 
 def recalibrate_model_dir(
-    path: str | Path,
+    lm: LoadedModel,
     *,
     calibration: Calibrator,
     thresholds: dict[str, Any],
     record: dict[str, Any],
     out: str | Path | None = None,
 ) -> Path:
-    """Write `path` again (or to `out`) with new calibration.json and thresholds.json, every other file
-    byte-identical, fresh checksums, and `record` appended to metadata's `recalibrations`. Atomic: an
-    interrupted write leaves the original directory as it was."""
+    """Write the loaded model's directory again (or to `out`) with new calibration.json and thresholds.json,
+    every other file byte-identical, fresh checksums, and `record` appended to metadata's `recalibrations`.
+    `lm` comes from `load_model_dir`, which already refused a corrupted directory. Atomic: an interrupted
+    write leaves the original directory as it was."""
     import shutil
 
-    src = Path(path)
-    load_model_dir(src)  # refuse a corrupted directory before copying it
-    meta = read_json(src / "metadata.json")
+    src = lm.path
+    meta = dict(lm.metadata)
     dst = Path(out) if out is not None else src
     with atomic_output_dir(dst, overwrite=True) as tmp:
         for name in FILES:

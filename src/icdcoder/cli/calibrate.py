@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
 
         from icdcoder.data.prepared import PreparedDataset
         from icdcoder.errors import IcdcoderError
-        from icdcoder.evaluation.calibration import METHODS, calibration_metrics, fit_calibrator
+        from icdcoder.evaluation.calibration import METHODS, METRIC_KEYS, calibration_metrics, fit_calibrator
         from icdcoder.modeldir import load_model_dir, recalibrate_model_dir
         from icdcoder.training.data import target_matrix
         from icdcoder.training.evaluate import evaluate_probs, model_dir_probs, tune_thresholds
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         metrics = evaluate_probs(
             probs, encoded, lm.labels, th, include_unseen=lm.config.eval.include_unseen_codes
         )
-        before, after = calibration_metrics(raw, y), calibration_metrics(probs, y)
+        before, after = calibration_metrics(raw, y), {k: metrics[k] for k in METRIC_KEYS}
         record = {
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "data": str(data),
@@ -64,9 +64,7 @@ def register(app: typer.Typer) -> None:
             "after": after,
             "f1_micro": metrics["f1_micro"],
         }
-        dst = recalibrate_model_dir(
-            model_dir, calibration=cal, thresholds=th.to_dict(), record=record, out=out
-        )
+        dst = recalibrate_model_dir(lm, calibration=cal, thresholds=th.to_dict(), record=record, out=out)
         typer.echo(
             f"{cal.method} (a = {cal.slope:.4f}, b = {cal.intercept:.4f}) fitted on {split} "
             f"({len(encoded)} notes): ECE {before['ece']:.5f} -> {after['ece']:.5f}, "

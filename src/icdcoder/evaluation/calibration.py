@@ -37,6 +37,7 @@ from icdcoder.evaluation.thresholds import as_numpy
 CalibrationMethod = Literal["none", "temperature", "platt"]
 METHODS: tuple[str, ...] = ("none", "temperature", "platt")
 DEFAULT_BINS = 20
+METRIC_KEYS: tuple[str, ...] = ("ece", "mece", "brier")  # what `CalibrationMetrics.compute` returns
 # Probabilities are clipped this far from 0 and 1 before taking logits (float32 sigmoids saturate at 1.0).
 _EPS = 1e-12
 # A fit reads at most this many (document, code) entries, sampled with a fixed seed: it bounds memory at
@@ -178,7 +179,7 @@ class CalibrationMetrics:
 
     def compute(self) -> dict[str, float]:
         if self._n == 0 or self.n_codes == 0:
-            return {"ece": float("nan"), "mece": float("nan"), "brier": float("nan")}
+            return dict.fromkeys(METRIC_KEYS, float("nan"))
         pooled = self._ece(self._count.sum(0), self._sum_p.sum(0), self._sum_y.sum(0))
         per_code = self._ece(self._count, self._sum_p, self._sum_y)
         return {

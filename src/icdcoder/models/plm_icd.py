@@ -107,8 +107,10 @@ class PLMICD(IcdModel):
             raise ConfigError("PLM-ICD needs the pretrained model's architecture in its context.")
         self.special = {k: int(v) for k, v in ctx.extras["hf_special"].items()}
         self.encoder = _build_encoder(ctx, config)
-        dim = int(getattr(self.encoder, "config").hidden_size)  # noqa: B009 (a Hugging Face PreTrainedModel)
-        self.attention, self.output = _laat_head(dim, ctx.n_labels, dim, config.attention_layer_norm)
+        self.dim = int(getattr(self.encoder, "config").hidden_size)  # noqa: B009 (a Hugging Face PreTrainedModel)
+        self.attention, self.output = _laat_head(
+            self.dim, ctx.n_labels, self.dim, config.attention_layer_norm
+        )
 
     @classmethod
     def pretrained_tokenizer_dir(cls, config: ModelConfig) -> str | None:
@@ -137,8 +139,7 @@ class PLMICD(IcdModel):
         ids, mask = ids.reshape(-1, size), mask.reshape(-1, size)
         live = mask.any(1)
         if not bool(live.any()):  # only empty notes: nothing to encode
-            width = int(getattr(self.encoder, "config").hidden_size)  # noqa: B009
-            return batch.token_ids.new_zeros((b, t, width), dtype=torch.float32)
+            return batch.token_ids.new_zeros((b, t, self.dim), dtype=torch.float32)
         hf, att = self._to_hf(ids[live]), mask[live].long()
         if self.cfg.chunk_special_tokens:
             edge = torch.ones_like(hf[:, :1])

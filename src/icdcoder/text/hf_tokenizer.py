@@ -54,7 +54,15 @@ def _special_ids(vocab: dict[str, int], declared: dict[str, Any]) -> dict[str, i
 class HFTokenizer:
     """Subword tokenizer from a fast-tokenizer JSON; same interface as `Tokenizer` (tokenize, words)."""
 
-    def __init__(self, tokenizer_json: str, special: dict[str, int], source: str = "") -> None:
+    def __init__(
+        self,
+        tokenizer_json: str,
+        special: dict[str, int] | None = None,
+        source: str = "",
+        declared: dict[str, Any] | None = None,
+    ) -> None:
+        """`special`: the cls/sep/pad/unk ids (a saved config); when None they are found in the vocabulary,
+        preferring the names `declared` (special_tokens_map.json) gives."""
         from tokenizers import Tokenizer as _Fast
 
         try:
@@ -62,9 +70,9 @@ class HFTokenizer:
         except Exception as exc:  # the tokenizers library raises a bare Exception on malformed JSON
             raise ConfigError(f"unreadable tokenizer.json ({str(exc)[:200]}).", path=source or None) from None
         self._json = tokenizer_json
-        self.special = dict(special)
         self.source = source
         vocab = self._tok.get_vocab(with_added_tokens=True)
+        self.special = dict(special) if special is not None else _special_ids(vocab, declared or {})
         by_id = sorted(vocab.items(), key=lambda kv: kv[1])
         if [i for _, i in by_id] != list(range(len(by_id))):
             raise ConfigError("the tokenizer's vocabulary ids are not contiguous.", path=source or None)
@@ -82,16 +90,9 @@ class HFTokenizer:
                 fix="point at a local Hugging Face model folder saved with a fast tokenizer "
                 "(tokenizer.save_pretrained(DIR) writes tokenizer.json).",
             )
-        text = file.read_text(encoding="utf-8")
         declared_file = root / "special_tokens_map.json"
         declared = json.loads(declared_file.read_text(encoding="utf-8")) if declared_file.is_file() else {}
-        from tokenizers import Tokenizer as _Fast
-
-        try:
-            vocab = _Fast.from_str(text).get_vocab(with_added_tokens=True)
-        except Exception as exc:
-            raise ConfigError(f"unreadable tokenizer.json ({str(exc)[:200]}).", path=file) from None
-        return cls(text, _special_ids(vocab, declared), source=str(root))
+        return cls(file.read_text(encoding="utf-8"), source=str(root), declared=declared)
 
     def tokenize(self, text: str) -> list[Token]:
         enc = self._tok.encode(text, add_special_tokens=False)

@@ -27,6 +27,7 @@ import torch
 from icdcoder.data.document import Document
 from icdcoder.data.prepared import PreparedDataset
 from icdcoder.errors import ConfigError, DataError
+from icdcoder.evaluation.calibration import METRIC_KEYS as CALIBRATION_KEYS
 from icdcoder.evaluation.calibration import calibration_metrics, fit_calibrator
 from icdcoder.io import cache_root, write_json
 from icdcoder.models.base import ModelContext, build_model, get_model_class, validate_model_config
@@ -231,13 +232,13 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     # Calibrate first, then tune thresholds on the probabilities users will see (both on dev only).
     calibrator = fit_calibrator(raw_dev, dev_targets, cfg.eval.calibration, seed=cfg.train.seed)
     dev_probs = calibrator.apply(raw_dev)
+    thresholds = tune_thresholds(dev_probs, dev, labels, kind=cfg.eval.thresholds)
+    dev_metrics = evaluate_probs(dev_probs, dev, labels, thresholds, include_unseen=with_unseen)
     summary["calibration"] = {
         **calibrator.to_dict(),
         "dev_before": calibration_metrics(raw_dev, dev_targets),
-        "dev_after": calibration_metrics(dev_probs, dev_targets),
+        "dev_after": {k: dev_metrics[k] for k in CALIBRATION_KEYS},  # evaluate_probs computed them
     }
-    thresholds = tune_thresholds(dev_probs, dev, labels, kind=cfg.eval.thresholds)
-    dev_metrics = evaluate_probs(dev_probs, dev, labels, thresholds, include_unseen=with_unseen)
     write_json(run_dir / "dev_metrics.json", dev_metrics)
     summary["dev"] = dev_metrics
     save_model_dir(
