@@ -169,7 +169,7 @@ def test_exact_rule_and_chars() -> None:
 def test_matching_is_maximal_not_greedy() -> None:
     gold = [_it("d", "c:x", (0, 10)), _it("d", "c:x", (20, 30))]
     pred = [_it("d", "c:x", (5, 25)), _it("d", "c:x", (8, 9))]  # greedy on the first could lose one
-    assert score_spans(gold, pred).tp == 2
+    assert score_spans(gold, pred, "overlap").tp == 2
 
 
 def test_dictionary_baseline_hand_computed() -> None:
@@ -305,7 +305,7 @@ def test_read_mdace_pairs_offsets_with_noteevents(tmp_path: Path) -> None:
         EvidenceItem("11", "icd9cm-dx:401.9", ((htn - 3, htn + 4),)),
         EvidenceItem("11", "icd9cm-dx:428.0", ((0, 9),)),
     ]
-    s = score_spans(got.gold, pred)
+    s = score_spans(got.gold, pred, "overlap")
     assert (s.tp, s.n_pred, s.n_gold) == (1, 2, 3)
 
 

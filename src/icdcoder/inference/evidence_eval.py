@@ -1,16 +1,20 @@
 """Scoring evidence spans against gold evidence: CodiEsp-X and MDACE.
 
 The unit is an *evidence item*: (document, code, spans), spans being character offsets into the document
-text (several for a discontinuous mention). Two matching rules and one rule-free measure:
+text (several for a discontinuous mention). A position is the interval from the start of its first
+fragment to the end of its last (`"2787 2801;2810 2823"` -> [2787, 2823)). Three matching rules and one
+rule-free measure:
 
-- `overlap` (CodiEsp-X): the CodiEsp-X sub-track scores a prediction (document, code, reference position)
-  against the gold (document, code, reference position) rows of `{split}X.tsv`. A position is the interval
-  from the start of its first fragment to the end of its last (`"2787 2801;2810 2823"` -> [2787, 2823));
-  duplicate rows (same document, code and position) count once on each side. A predicted item is a true
-  positive when the code is right and its interval overlaps a gold interval of the same code in the same
-  document. Matching is one to one (a maximum matching), so P = TP / predicted items and R = TP / gold items
-  use the same TP and one gold mention cannot reward ten predictions.
-- `exact`: as `overlap`, but the intervals must be equal (the strictest reading of the track).
+- `codiesp` (the official CodiEsp-X rule, the headline; TeMU-BSC's `codiespX_evaluation.py`, copied in
+  ../shared/tools/codiesp-official): the unit is a unique (document, code) pair. A gold pair is a true
+  positive when some predicted interval of that pair *contains* some gold interval of it with at most 10
+  characters of slack on each side (0 <= gold start - predicted start <= 10 and 0 <= predicted end -
+  gold end <= 10); one correct reference suffices. P = TP / predicted pairs, R = TP / gold pairs, micro.
+- `overlap` (a lenient reading, kept for comparison with older results): items, not pairs, are counted
+  (duplicate rows with the same document, code and position count once on each side); a predicted item is
+  a true positive when its interval overlaps a gold interval of the same code in the same document, one to
+  one (a maximum matching), so one gold mention cannot reward ten predictions.
+- `exact`: as `overlap`, but the intervals must be equal.
 - `chars`: per (document, code), the characters covered by predicted spans against those covered by gold
   spans; precision = |P ∩ G| / |P|, recall = |P ∩ G| / |G|, summed over (document, code) pairs (a predicted
   code without gold evidence contributes only false-positive characters).
@@ -44,7 +48,8 @@ if TYPE_CHECKING:
     from icdcoder.data.document import Document
     from icdcoder.inference.predictor import Predictor
 
-RULES: tuple[str, ...] = ("overlap", "exact", "chars")
+RULES: tuple[str, ...] = ("codiesp", "overlap", "exact", "chars")
+X_SLACK = 10  # characters of slack the official CodiEsp-X rule allows on each side of a gold span
 Span = tuple[int, int]
 
 
@@ -127,8 +132,13 @@ def _intersection(x: list[Span], y: list[Span]) -> int:
     return total
 
 
+def _contains_with_slack(pred: Span, gold: Span, slack: int = X_SLACK) -> bool:
+    """The official CodiEsp-X test: `pred` contains `gold`, overshooting by at most `slack` on each side."""
+    return 0 <= gold[0] - pred[0] <= slack and 0 <= pred[1] - gold[1] <= slack
+
+
 def score_spans(
-    gold: Iterable[EvidenceItem], pred: Iterable[EvidenceItem], rule: str = "overlap"
+    gold: Iterable[EvidenceItem], pred: Iterable[EvidenceItem], rule: str = "codiesp"
 ) -> SpanScores:
     """Precision / recall / F1 of predicted evidence against gold evidence under `rule` (module docstring)."""
     if rule not in RULES:
@@ -150,6 +160,13 @@ def score_spans(
             n_gold += sum(b - a for a, b in gc)
             n_pred += sum(b - a for a, b in pc)
         return _prf(rule, tp, n_pred, n_gold)
+    if rule == "codiesp":
+        hit = 0
+        for key, g_items in g_groups.items():
+            p_iv = {it.interval for it in p_groups.get(key, [])}
+            if any(_contains_with_slack(p, g.interval) for g in g_items for p in p_iv):
+                hit += 1
+        return _prf(rule, hit, len(p_groups), len(g_groups))
     tp = n_pred = n_gold = 0
     for key in set(g_groups) | set(p_groups):
         gi = sorted({it.interval for it in g_groups.get(key, [])})
