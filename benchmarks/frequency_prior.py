@@ -25,14 +25,13 @@ def prior_metrics(run: Path) -> dict[str, float]:
     counts = np.array(
         [c["train_count"] for c in json.loads((run / "model/labels.json").read_text())["codes"]]
     )
-    extra = sorted({k for g in gold for k in g} - set(keys))
-    columns = {k: i for i, k in enumerate(keys + extra)}
-    y = np.zeros((len(ids), len(columns)), dtype=np.int8)
+    columns = {k: i for i, k in enumerate(keys)}
+    y = np.zeros((len(ids), len(keys)), dtype=np.int8)
     for row, codes in enumerate(gold):
-        y[row, [columns[k] for k in codes]] = 1
-    p = np.zeros(y.shape, dtype=np.float32)
-    p[:, : len(keys)] = counts / counts.sum()
-    return compute_metrics(p, y, keys + extra)
+        y[row, [columns[k] for k in codes if k in columns]] = 1
+    unseen = [[k for k in codes if k not in columns] for codes in gold]  # count as misses (headline MAP)
+    p = np.broadcast_to((counts / counts.sum()).astype(np.float32), y.shape)
+    return compute_metrics(p, y, keys, unseen=unseen)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ GOLD = np.array([[1, 0, 0, 0], [1, 1, 0, 1], [0, 1, 0, 1]])
 # Worked by hand at threshold 0.5 (decisions: doc0 {c0,c1}, doc1 {c0,c2}, doc2 {c1,c3}):
 #   c0 tp2 fp0 fn0 -> P 1,  R 1,  F1 1      c1 tp1 fp1 fn1 -> P .5, R .5, F1 .5
 #   c2 tp0 fp1 fn0 -> P 0,  R 0,  F1 0      c3 tp1 fp0 fn1 -> P 1,  R .5, F1 2/3
-#   c2 has no positive: the restricted scope is {c0, c1, c3}.
+#   c2 has no positive: the restricted scope is {c0, c1, c3}; the headline scope is every code.
 #   restricted micro: tp4 fp1 fn2 -> P 4/5, R 2/3, F1 8/11; all codes: tp4 fp2 fn2 -> 2/3, 2/3, 2/3
 #   restricted macro: P 5/6, R 2/3, F1 13/18, Mullenbach 2·(5/6)(2/3)/(5/6+2/3) = 20/27
 #   all-code macro:   P 5/8, R 1/2, F1 13/24, Mullenbach 5/9
@@ -37,58 +37,58 @@ GOLD = np.array([[1, 0, 0, 0], [1, 1, 0, 1], [0, 1, 0, 1]])
 #   micro restricted: positives .9 .8 .3 .55 .4 .6 vs negatives .1 .95 .4:
 #   (2+2+1+2+1.5+2)/18 = 7/12; all codes adds negatives .2 .7 .2: (5+5+3+4+3.5+4)/36 = 49/72.
 # Per system: icd10cm {c0,c1}: tp3 fp1 fn1 -> F1 3/4. icd10pcs restricted {c3}: P 1, R 1/2, F1 2/3;
-#   icd10pcs_all {c2,c3}: F1 1/2; icd10pcs map over doc1, doc2 (doc0 has no PCS gold, dropped) = 1;
-#   icd10pcs/map_all: doc1 c2>c3 -> 1/2, doc2 -> 1: 3/4; p@1_all counts doc0 as 0: 1/3.
+#   icd10pcs {c2,c3}: F1 1/2; icd10pcs/map_restricted over doc1, doc2 (doc0 has no PCS gold, dropped) = 1;
+#   icd10pcs/map: doc1 c2>c3 -> 1/2, doc2 -> 1: 3/4; headline p@1 counts doc0 as 0: 1/3.
 EXPECTED = {
     "n_docs": 3,
-    "n_codes": 3,
-    "n_codes_all": 4,
-    "precision_micro": 4 / 5,
+    "n_codes_restricted": 3,
+    "n_codes": 4,
+    "precision_micro_restricted": 4 / 5,
+    "recall_micro_restricted": 2 / 3,
+    "f1_micro_restricted": 8 / 11,
+    "precision_micro": 2 / 3,
     "recall_micro": 2 / 3,
-    "f1_micro": 8 / 11,
-    "precision_micro_all": 2 / 3,
-    "recall_micro_all": 2 / 3,
-    "f1_micro_all": 2 / 3,
-    "precision_macro": 5 / 6,
-    "recall_macro": 2 / 3,
-    "f1_macro": 13 / 18,
-    "f1_macro_mullenbach": 20 / 27,
-    "precision_macro_all": 5 / 8,
-    "recall_macro_all": 1 / 2,
-    "f1_macro_all": 13 / 24,
-    "f1_macro_mullenbach_all": 5 / 9,
+    "f1_micro": 2 / 3,
+    "precision_macro_restricted": 5 / 6,
+    "recall_macro_restricted": 2 / 3,
+    "f1_macro_restricted": 13 / 18,
+    "f1_macro_mullenbach_restricted": 20 / 27,
+    "precision_macro": 5 / 8,
+    "recall_macro": 1 / 2,
+    "f1_macro": 13 / 24,
+    "f1_macro_mullenbach": 5 / 9,
+    "exact_match_restricted": 1 / 3,
     "exact_match": 1 / 3,
-    "exact_match_all": 1 / 3,
-    "map": 5 / 6,
-    "r_precision": 2 / 3,
-    "p@1": 2 / 3,
-    "p@2": 5 / 6,
-    "p@5": 2 / 5,
-    "r@1": 5 / 18,
-    "r@2": 8 / 9,
-    "r@5": 1.0,
-    "map_all": 83 / 108,
-    "r_precision_all": 5 / 9,
-    "p@2_all": 2 / 3,
-    "r@2_all": 7 / 9,
+    "map_restricted": 5 / 6,
+    "r_precision_restricted": 2 / 3,
+    "p@1_restricted": 2 / 3,
+    "p@2_restricted": 5 / 6,
+    "p@5_restricted": 2 / 5,
+    "r@1_restricted": 5 / 18,
+    "r@2_restricted": 8 / 9,
+    "r@5_restricted": 1.0,
+    "map": 83 / 108,
+    "r_precision": 5 / 9,
+    "p@2": 2 / 3,
+    "r@2": 7 / 9,
+    "auc_macro_restricted": 7 / 12,
+    "auc_macro_skipped_restricted": 0,
     "auc_macro": 7 / 12,
-    "auc_macro_skipped": 0,
-    "auc_macro_all": 7 / 12,
-    "auc_macro_skipped_all": 1,
-    "auc_micro": 7 / 12,
-    "auc_micro_all": 49 / 72,
-    "icd10cm/f1_micro": 3 / 4,
-    "icd10pcs/n_codes": 1,
-    "icd10pcs/precision_micro": 1.0,
-    "icd10pcs/recall_micro": 1 / 2,
-    "icd10pcs/f1_micro": 2 / 3,
-    "icd10pcs/f1_micro_all": 1 / 2,
-    "icd10pcs/n_docs_ranked": 2,
-    "icd10pcs/map": 1.0,
-    "icd10pcs/p@1": 1.0,
-    "icd10pcs/map_all": 3 / 4,
-    "icd10pcs/p@1_all": 1 / 3,
-    "icd10pcs/exact_match": 2 / 3,
+    "auc_macro_skipped": 1,
+    "auc_micro_restricted": 7 / 12,
+    "auc_micro": 49 / 72,
+    "icd10cm/f1_micro_restricted": 3 / 4,
+    "icd10pcs/n_codes_restricted": 1,
+    "icd10pcs/precision_micro_restricted": 1.0,
+    "icd10pcs/recall_micro_restricted": 1 / 2,
+    "icd10pcs/f1_micro_restricted": 2 / 3,
+    "icd10pcs/f1_micro": 1 / 2,
+    "icd10pcs/n_docs_ranked_restricted": 2,
+    "icd10pcs/map_restricted": 1.0,
+    "icd10pcs/p@1_restricted": 1.0,
+    "icd10pcs/map": 3 / 4,
+    "icd10pcs/p@1": 1 / 3,
+    "icd10pcs/exact_match_restricted": 2 / 3,
 }
 
 
@@ -101,10 +101,12 @@ def test_hand_computed_example() -> None:
 def test_key_scheme() -> None:
     res = compute_metrics(PROBS, GOLD, KEYS)
     for name in ["f1_micro", "f1_macro", "f1_macro_mullenbach", "auc_micro", "auc_macro", "p@5", "p@8"]:
-        for key in (name, f"{name}_all", f"icd10cm/{name}", f"icd10pcs/{name}_all"):
+        for key in (name, f"{name}_restricted", f"icd10cm/{name}", f"icd10pcs/{name}_restricted"):
             assert key in res
     for name in ["p@15", "r@5", "r@8", "r@15", "r_precision", "map", "exact_match", "n_docs_ranked"]:
         assert name in res
+    assert "map_predicted_notes" in res and "map_predicted_notes_restricted" not in res
+    assert not any(k.endswith("_all") for k in res)
     assert all(isinstance(v, float) for v in res.values())
     # a single system: no per-system keys that would only repeat the overall numbers
     single = compute_metrics(PROBS[:, :2], GOLD[:, :2], KEYS[:2])
@@ -150,28 +152,26 @@ def test_agrees_with_scikit_learn(seed: int) -> None:
     res = compute_metrics(probs, gold, keys, threshold=0.5)
     restricted = np.flatnonzero(gold.any(axis=0))
     for avg in ("micro", "macro"):
-        assert res[f"f1_{avg}_all"] == pytest.approx(f1_score(gold, pred, average=avg, zero_division=0))
-        assert res[f"precision_{avg}_all"] == pytest.approx(
+        assert res[f"f1_{avg}"] == pytest.approx(f1_score(gold, pred, average=avg, zero_division=0))
+        assert res[f"precision_{avg}"] == pytest.approx(
             precision_score(gold, pred, average=avg, zero_division=0)
         )
-        assert res[f"recall_{avg}_all"] == pytest.approx(
-            recall_score(gold, pred, average=avg, zero_division=0)
-        )
-        assert res[f"f1_{avg}"] == pytest.approx(
+        assert res[f"recall_{avg}"] == pytest.approx(recall_score(gold, pred, average=avg, zero_division=0))
+        assert res[f"f1_{avg}_restricted"] == pytest.approx(
             f1_score(gold, pred, average=avg, labels=restricted, zero_division=0)
         )
-    assert res["auc_micro_all"] == pytest.approx(roc_auc_score(gold, probs, average="micro"))
-    assert res["auc_micro"] == pytest.approx(
+    assert res["auc_micro"] == pytest.approx(roc_auc_score(gold, probs, average="micro"))
+    assert res["auc_micro_restricted"] == pytest.approx(
         roc_auc_score(gold[:, restricted], probs[:, restricted], average="micro")
     )
     both = [j for j in range(gold.shape[1]) if 0 < gold[:, j].sum() < gold.shape[0]]
-    assert res["auc_macro"] == pytest.approx(np.mean([roc_auc_score(gold[:, j], probs[:, j]) for j in both]))
-    assert res["auc_macro_skipped"] == len(restricted) - len(both)
-    docs = [i for i in range(len(gold)) if gold[i].any()]
-    assert res["map_all"] == pytest.approx(
-        np.mean([average_precision_score(gold[i], probs[i]) for i in docs])
+    assert res["auc_macro_restricted"] == pytest.approx(
+        np.mean([roc_auc_score(gold[:, j], probs[:, j]) for j in both])
     )
-    assert res["map"] == pytest.approx(
+    assert res["auc_macro_skipped_restricted"] == len(restricted) - len(both)
+    docs = [i for i in range(len(gold)) if gold[i].any()]
+    assert res["map"] == pytest.approx(np.mean([average_precision_score(gold[i], probs[i]) for i in docs]))
+    assert res["map_restricted"] == pytest.approx(
         np.mean([average_precision_score(gold[i, restricted], probs[i, restricted]) for i in docs])
     )
     assert res["n_docs_ranked"] == len(docs)
@@ -188,7 +188,7 @@ def test_auc_per_code_with_ties_matches_scikit_learn() -> None:
         if j != 2:
             assert auc[j] == pytest.approx(roc_auc_score(gold[:, j], probs[:, j]))
     res = compute_metrics(probs, gold, [f"icd10cm:B{i:02d}" for i in range(30)])
-    assert res["auc_micro_all"] == pytest.approx(roc_auc_score(gold, probs, average="micro"))
+    assert res["auc_micro"] == pytest.approx(roc_auc_score(gold, probs, average="micro"))
 
 
 def _brute_force_ranking(probs: np.ndarray, gold: np.ndarray, k: int) -> tuple[float, float, float]:
@@ -215,13 +215,14 @@ def test_ranking_ties_follow_label_order() -> None:
     # doc0: gold A00 wins the tie (rank 1); doc1: gold B00 loses it (rank 2).
     assert res["p@1"] == pytest.approx(0.5)
     assert res["map"] == pytest.approx((1 + 1 / 2) / 2)
+    assert res["map_restricted"] == pytest.approx((1 + 1 / 2) / 2)
     rng = np.random.default_rng(3)
     probs = np.round(rng.random((40, 17)), 1).astype(np.float32)
     gold = rng.random((40, 17)) < 0.25
     gold[0] = False
     res = compute_metrics(probs, gold, [f"icd10cm:D{i:02d}" for i in range(17)], ks=(3,))
     pk, rp, ap = _brute_force_ranking(probs, gold, 3)
-    assert (res["p@3_all"], res["r_precision_all"], res["map_all"]) == pytest.approx((pk, rp, ap))
+    assert (res["p@3"], res["r_precision"], res["map"]) == pytest.approx((pk, rp, ap))
 
 
 def test_edge_cases_empty_predictions_and_docs_without_gold() -> None:
@@ -229,25 +230,25 @@ def test_edge_cases_empty_predictions_and_docs_without_gold() -> None:
     gold[0] = 0  # doc0 now has no gold code at all
     res = compute_metrics(probs, gold, KEYS, threshold=2.0, ks=(1,))  # nothing predicted
     for key in ("precision_micro", "recall_micro", "f1_micro", "f1_macro", "f1_macro_mullenbach"):
-        assert res[key] == 0.0
+        assert res[key] == 0.0 and res[f"{key}_restricted"] == 0.0
     # exact match: only doc0 (no gold, nothing predicted) matches
     assert res["exact_match"] == pytest.approx(1 / 3)
-    # restricted ranking drops doc0 everywhere; _all counts it as 0 for P@k only
+    # restricted ranking drops doc0 everywhere; the headline counts it as 0 for P@k only
     assert res["n_docs_ranked"] == 2
-    assert res["p@1"] == pytest.approx(1.0)  # doc1: c0 top, doc2: c3 top
-    assert res["p@1_all"] == pytest.approx(2 / 3)
-    assert res["r@1_all"] == res["r@1"]
+    assert res["p@1_restricted"] == pytest.approx(1.0)  # doc1: c0 top, doc2: c3 top
+    assert res["p@1"] == pytest.approx(2 / 3)
+    assert res["r@1"] == res["r@1_restricted"]
     # a code system with no positive: restricted scope is empty -> NaN, _all still defined
     gold2 = GOLD.copy()
     gold2[:, 2:] = 0
     res2 = compute_metrics(PROBS, gold2, KEYS)
-    assert res2["icd10pcs/n_codes"] == 0
-    assert math.isnan(res2["icd10pcs/f1_macro"])
-    assert math.isnan(res2["icd10pcs/auc_micro"])
+    assert res2["icd10pcs/n_codes_restricted"] == 0
+    assert math.isnan(res2["icd10pcs/f1_macro_restricted"])
+    assert math.isnan(res2["icd10pcs/auc_micro_restricted"])
+    assert math.isnan(res2["icd10pcs/map_restricted"])
+    assert res2["icd10pcs/f1_micro_restricted"] == 0.0
+    assert res2["icd10pcs/f1_macro"] == 0.0
     assert math.isnan(res2["icd10pcs/map"])
-    assert res2["icd10pcs/f1_micro"] == 0.0
-    assert res2["icd10pcs/f1_macro_all"] == 0.0
-    assert math.isnan(res2["icd10pcs/map_all"])
 
 
 def test_empty_collection_and_store_scores_false() -> None:
@@ -257,7 +258,7 @@ def test_empty_collection_and_store_scores_false() -> None:
     lean = MetricCollection(KEYS, store_scores=False)
     lean.update(PROBS, GOLD)
     res = lean.compute()
-    assert res["f1_micro"] == pytest.approx(8 / 11)
+    assert res["f1_micro_restricted"] == pytest.approx(8 / 11)
     assert "auc_micro" not in res and "p@5" not in res
     with pytest.raises(ValueError):
         lean.compute(threshold=0.3)
@@ -272,7 +273,7 @@ def test_compute_with_other_threshold_and_reset() -> None:
     by_vec = compute_metrics(PROBS, GOLD, KEYS, threshold=vec)
     assert mc.compute(threshold=per) == by_vec
     # c3 at 0.35: tp2 fp1 fn0 -> restricted micro tp5 fp2 fn1
-    assert by_vec["f1_micro"] == pytest.approx(10 / 13)
+    assert by_vec["f1_micro_restricted"] == pytest.approx(10 / 13)
     assert mc.per_code()["f1"] == pytest.approx([1, 0.5, 0, 2 / 3])
     mc.reset()
     assert mc.n_docs == 0 and mc.compute()["n_docs"] == 0

@@ -48,10 +48,9 @@ def register(app: typer.Typer) -> None:
         y = target_matrix(encoded, len(lm.labels))
         cal = fit_calibrator(raw, y, method, seed=lm.config.train.seed)
         probs = cal.apply(raw)
-        th = tune_thresholds(probs, encoded, lm.labels, kind=kind)
-        metrics = evaluate_probs(
-            probs, encoded, lm.labels, th, include_unseen=lm.config.eval.include_unseen_codes
-        )
+        with_unseen = lm.config.eval.include_unseen_codes
+        th = tune_thresholds(probs, encoded, lm.labels, kind=kind, include_unseen=with_unseen)
+        metrics = evaluate_probs(probs, encoded, lm.labels, th, include_unseen=with_unseen)
         before, after = calibration_metrics(raw, y), {k: metrics[k] for k in METRIC_KEYS}
         record = {
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

@@ -155,21 +155,35 @@ def micro_auc_by_scope(scores: np.ndarray, targets: np.ndarray, scopes: Sequence
 class DocRanking:
     """Per-document ranking outcome within one scope (arrays of length N documents)."""
 
-    n_gold: np.ndarray  # gold codes of the document inside the scope
+    n_gold: np.ndarray  # gold codes of the document in the scope, including extra (unrankable) gold codes
     hits: dict[int, np.ndarray]  # k -> gold codes among the top k
     r_hits: np.ndarray  # gold codes among the top n_gold (R-precision numerator)
     ap: np.ndarray  # average precision (0 where n_gold == 0)
+    has_output: np.ndarray  # False where the model output no ranked list for the document
 
 
 def rank_gold_by_scope(
-    scores: np.ndarray, targets: np.ndarray, scopes: Sequence[np.ndarray], ks: Sequence[int]
+    scores: np.ndarray,
+    targets: np.ndarray,
+    scopes: Sequence[np.ndarray],
+    ks: Sequence[int],
+    *,
+    extra_gold: Sequence[np.ndarray | None] | None = None,
+    depths: Sequence[int | None] | None = None,
+    has_output: np.ndarray | None = None,
 ) -> list[DocRanking]:
     """Rank every scope's codes per document and return where the gold codes land.
 
-    AP of a document is the trec_eval / CodiEsp definition over the full ranked list of the scope's codes:
-    AP = (1/|gold|) Σ_{ranks k holding a gold code} P@k.
+    AP of a document is the trec_eval / CodiEsp definition over the ranked list of the scope's codes, cut at
+    the scope's depth (None = the full list): AP = (1/|gold|) Σ_{ranks k <= depth holding a gold code} P@k.
+    `extra_gold[s]` [N] counts gold codes the scope cannot rank (outside the label space): they add to |gold|
+    (AP, R@k and R-precision denominators) and never hit. Documents with `has_output` False have no ranked
+    list: no hits, AP 0.
     """
     n, c = scores.shape
+    extra = list(extra_gold) if extra_gold is not None else [None] * len(scopes)
+    cut = list(depths) if depths is not None else [None] * len(scopes)
+    output = np.ones(n, bool) if has_output is None else np.asarray(has_output, bool)
     groups, members = _scope_groups(scopes)
     col_group = np.full(c, -1, dtype=np.int64)
     for g, cols in enumerate(groups):
@@ -183,6 +197,7 @@ def rank_gold_by_scope(
             hits={k: np.zeros(n, np.int64) for k in ks},
             r_hits=np.zeros(n, np.int64),
             ap=np.zeros(n, np.float64),
+            has_output=output,
         )
         for _ in scopes
     ]
@@ -214,27 +229,34 @@ def rank_gold_by_scope(
             rows = rr[sel]
             rank = above[gids][:, sel].sum(axis=0) + 1
             res = out[s]
-            n_gold = np.bincount(rows, minlength=r1 - r0)
+            n_ranked = np.bincount(rows, minlength=r1 - r0)
+            n_gold = n_ranked + (0 if extra[s] is None else np.asarray(extra[s], np.int64)[r0:r1])
             res.n_gold[r0:r1] = n_gold
+            # documents without output rank nothing: drop their gold entries from the hit counts
+            live = output[r0:r1][rows]
+            rows, rank = rows[live], rank[live]
             for k in ks:
                 res.hits[k][r0:r1] = np.bincount(rows[rank <= k], minlength=r1 - r0)
             res.r_hits[r0:r1] = np.bincount(rows[rank <= n_gold[rows]], minlength=r1 - r0)
             order = np.lexsort((rank, rows))
             rows, rank = rows[order], rank[order]
-            first = np.concatenate(([0], np.cumsum(n_gold)[:-1]))
+            first = np.concatenate(([0], np.cumsum(np.bincount(rows, minlength=r1 - r0))[:-1]))
             position = np.arange(len(rows)) - first[rows] + 1  # i-th gold code in rank order
-            ap_sum = np.bincount(rows, weights=position / rank, minlength=r1 - r0)
+            within = rank <= cut[s] if cut[s] is not None else np.ones(len(rank), bool)
+            ap_sum = np.bincount(rows[within], weights=(position / rank)[within], minlength=r1 - r0)
             res.ap[r0:r1] = np.divide(ap_sum, n_gold, out=np.zeros(r1 - r0), where=n_gold > 0)
     return out
 
 
 def ranking_summary(
-    ranking: DocRanking, ks: Sequence[int], *, drop_docs_without_gold: bool
+    ranking: DocRanking, ks: Sequence[int], *, drop_docs_without_gold: bool, predicted_only_map: bool = False
 ) -> Mapping[str, float]:
     """Average the per-document ranking outcome into P@k, R@k, R-precision and MAP.
 
     Documents without gold codes are always skipped for R@k, R-precision and MAP (they are undefined);
-    for P@k they count (as 0) unless `drop_docs_without_gold`.
+    for P@k they count (as 0) unless `drop_docs_without_gold`. Documents without output count (as 0).
+    `predicted_only_map` adds `map_predicted_notes`: MAP over the documents that have an output only (the
+    CodiEsp script's mean over the documents present in the prediction file).
     """
     has_gold = ranking.n_gold > 0
     n_ranked = int(has_gold.sum())
@@ -246,6 +268,8 @@ def ranking_summary(
         res[f"r@{k}"] = _mean(ranking.hits[k][has_gold] / ranking.n_gold[has_gold])
     res["r_precision"] = _mean(ranking.r_hits[has_gold] / ranking.n_gold[has_gold])
     res["map"] = _mean(ranking.ap[has_gold])
+    if predicted_only_map:
+        res["map_predicted_notes"] = _mean(ranking.ap[has_gold & ranking.has_output])
     return res
 
 

@@ -67,8 +67,13 @@ class SweepResult:
     f1: float
 
 
-def tune_global_threshold(probs: Any, targets: Any, *, default: float = 0.5) -> SweepResult:
-    """The threshold maximising micro-F1 of `probs >= t` against `targets` (exact sweep, see module doc)."""
+def tune_global_threshold(
+    probs: Any, targets: Any, *, default: float = 0.5, extra_gold: int = 0
+) -> SweepResult:
+    """The threshold maximising micro-F1 of `probs >= t` against `targets` (exact sweep, see module doc).
+
+    `extra_gold` gold codes that no column can predict (outside the label space) count as misses: they add to
+    the F1 denominator, which moves the optimum (the headline micro-F1 counts them)."""
     scores = as_numpy(probs, np.float32)
     gold = as_numpy(targets).astype(bool)
     _check_pair(scores, gold)
@@ -80,7 +85,7 @@ def tune_global_threshold(probs: Any, targets: Any, *, default: float = 0.5) -> 
     cand = np.unique(pos)  # ascending distinct positive scores
     n_pred = allv.size - np.searchsorted(allv, cand, "left")
     tp = n_pos - np.searchsorted(pos, cand, "left")
-    f1 = 2.0 * tp / (n_pred + n_pos)
+    f1 = 2.0 * tp / (n_pred + n_pos + extra_gold)
     best = int(np.flatnonzero(f1 == f1.max())[-1])  # last = highest cut among ties
     below = int(np.searchsorted(allv, cand[best], "left"))
     lower = allv[below - 1] if below > 0 else np.float32(np.nan)
@@ -216,14 +221,16 @@ def tune_thresholds(
     *,
     kind: ThresholdKind = "global",
     default: float = 0.5,
+    extra_gold: int = 0,
 ) -> Thresholds:
-    """Tune on dev: the micro-F1-optimal global threshold, plus per-code thresholds if `kind="per_code"`."""
+    """Tune on dev: the micro-F1-optimal global threshold, plus per-code thresholds if `kind="per_code"`.
+    `extra_gold`: gold codes outside the columns, counted as misses (see `tune_global_threshold`)."""
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
     scores = as_numpy(probs, np.float32)
     if scores.ndim != 2 or scores.shape[1] != len(code_keys):
         raise DataError(f"scores have shape {scores.shape}, expected [docs, {len(code_keys)} codes].")
-    glob = tune_global_threshold(scores, targets, default=default).threshold
+    glob = tune_global_threshold(scores, targets, default=default, extra_gold=extra_gold).threshold
     if kind == "global":
         return Thresholds("global", glob)
     per, _ = tune_per_code_thresholds(scores, targets)

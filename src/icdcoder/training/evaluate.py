@@ -23,10 +23,22 @@ if TYPE_CHECKING:
 
 
 def tune_thresholds(
-    probs: np.ndarray, split: EncodedSplit, labels: LabelSpace, kind: str = "global"
+    probs: np.ndarray,
+    split: EncodedSplit,
+    labels: LabelSpace,
+    kind: str = "global",
+    *,
+    include_unseen: bool = True,
+    has_output: np.ndarray | None = None,
 ) -> Thresholds:
-    """Tune decision thresholds on this (dev) split's probabilities for micro-F1 (exact sweep)."""
-    return _tune(probs, target_matrix(split, len(labels)), labels.keys, kind=kind)  # type: ignore[arg-type]
+    """Tune decision thresholds on this (dev) split's probabilities for the headline micro-F1 (exact sweep):
+    unseen gold codes (with `include_unseen`) and the gold of documents without output count as misses."""
+    y = target_matrix(split, len(labels))
+    extra = sum(len(set(u)) for u in split.unseen) if include_unseen else 0
+    if has_output is not None and not has_output.all():
+        extra += int(y[~has_output].sum())
+        probs, y = probs[has_output], y[has_output]
+    return _tune(probs, y, labels.keys, kind=kind, extra_gold=extra)  # type: ignore[arg-type]
 
 
 def evaluate_probs(
@@ -36,29 +48,27 @@ def evaluate_probs(
     thresholds: Thresholds,
     *,
     include_unseen: bool = True,
+    has_output: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """All metrics of a split. With `include_unseen`, gold codes outside the label space are added as columns
-    the model scores 0, so they count as misses instead of silently vanishing from the denominators.
-    Calibration metrics (`ece`, `mece`, `brier`) describe the probabilities the model gave, so they use the
-    label-space columns only."""
+    """All metrics of a split (keys and the headline definition in `evaluation/metrics.py`). With
+    `include_unseen`, gold codes outside the label space count as misses (in the MAP denominator, as FNs)
+    instead of silently vanishing. `has_output` [N] marks the documents the model gave an output for (the
+    others, e.g. notes with nothing it can read, score AP 0 and predict nothing). Calibration metrics
+    (`ece`, `mece`, `brier`) describe the probabilities the model gave, so they use the label-space columns
+    only."""
     y = target_matrix(split, len(labels))
     calibration = calibration_metrics(probs, y)
-    keys = list(labels.keys)
-    if include_unseen:
-        extra = sorted({k for codes in split.unseen for k in codes})
-        if extra:
-            col = {k: len(keys) + i for i, k in enumerate(extra)}
-            y_extra = np.zeros((len(split), len(extra)), dtype=np.int8)
-            for row, codes in enumerate(split.unseen):
-                for k in codes:
-                    y_extra[row, col[k] - len(keys)] = 1
-            probs = np.concatenate([probs, np.zeros((len(split), len(extra)), dtype=probs.dtype)], axis=1)
-            y = np.concatenate([y, y_extra], axis=1)
-            keys = keys + extra
-    metrics = compute_metrics(probs, y, keys, threshold=thresholds)
+    metrics = compute_metrics(
+        probs,
+        y,
+        labels.keys,
+        threshold=thresholds,
+        unseen=split.unseen if include_unseen else None,
+        has_output=has_output,
+    )
     metrics.update(calibration)
     metrics["threshold"] = float(thresholds.global_threshold)
-    metrics["unseen_gold_codes"] = float(sum(len(u) for u in split.unseen))
+    metrics["unseen_gold_codes"] = float(sum(len(set(u)) for u in split.unseen))
     return metrics
 
 

@@ -202,7 +202,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     dev_targets = target_matrix(dev, len(labels))
 
     def dev_eval(probs: np.ndarray) -> dict[str, float]:
-        th = tune_thresholds(probs, dev, labels, kind="global")
+        th = tune_thresholds(probs, dev, labels, kind="global", include_unseen=with_unseen)
         metrics = evaluate_probs(probs, dev, labels, th, include_unseen=with_unseen)
         # Dev loss per epoch (metrics.jsonl `dev_bce`): mean BCE over the model's codes, for loss curves.
         return {**metrics, "bce": mean_bce(probs, dev_targets)}
@@ -232,7 +232,7 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     # Calibrate first, then tune thresholds on the probabilities users will see (both on dev only).
     calibrator = fit_calibrator(raw_dev, dev_targets, cfg.eval.calibration, seed=cfg.train.seed)
     dev_probs = calibrator.apply(raw_dev)
-    thresholds = tune_thresholds(dev_probs, dev, labels, kind=cfg.eval.thresholds)
+    thresholds = tune_thresholds(dev_probs, dev, labels, kind=cfg.eval.thresholds, include_unseen=with_unseen)
     dev_metrics = evaluate_probs(dev_probs, dev, labels, thresholds, include_unseen=with_unseen)
     summary["calibration"] = {
         **calibrator.to_dict(),
