@@ -40,6 +40,7 @@ from icdcoder.training.config import ExperimentConfig, parse_config
 from icdcoder.training.labels import LabelSpace
 
 FORMAT = "icdcoder-model/1"
+MODEL_STATE = "model_state.json"  # IcdModel.state_json(): fitted tables of non-gradient models (matcher)
 FILES = (
     "config.yaml",
     "labels.json",
@@ -50,7 +51,13 @@ FILES = (
     "thresholds.json",
 )
 # Checked when the directory's metadata lists them; directories written before they existed load without.
-OPTIONAL_FILES = ("calibration.json",)
+OPTIONAL_FILES = ("calibration.json", MODEL_STATE)
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every required file and of the optional files that were written."""
+    names = (*FILES, *(n for n in OPTIONAL_FILES if (folder / n).is_file()))
+    return {name: _sha256(folder / name) for name in names}
 
 
 def _sha256(path: Path) -> str:
@@ -124,6 +131,9 @@ def save_model_dir(
         save_file(state, tmp / "model.safetensors", metadata={"format": FORMAT})
         write_json(tmp / "thresholds.json", thresholds)
         write_json(tmp / "calibration.json", (calibration or Calibrator()).to_dict())
+        model_state = model.state_json()
+        if model_state is not None:
+            write_json(tmp / MODEL_STATE, model_state)
         meta = {
             "format": FORMAT,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -132,7 +142,7 @@ def save_model_dir(
             "vocab_fingerprint": vocab.fingerprint,
             "versions": package_versions(),
             **metadata,
-            "sha256": {name: _sha256(tmp / name) for name in (*FILES, *OPTIONAL_FILES)},
+            "sha256": _checksums(tmp),
         }
         write_json(tmp / "metadata.json", meta)
     return out
@@ -210,6 +220,11 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
             path=path / "model.safetensors",
             fix="the directory mixes files from different runs; retrain or restore it.",
         ) from None
+    if MODEL_STATE in listed:
+        try:
+            model.load_state_json(read_json(path / MODEL_STATE))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelDirError(f"unreadable fitted model state: {exc}.", path=path / MODEL_STATE) from None
     model.to(device).eval()
     return LoadedModel(
         path=path,
@@ -242,12 +257,12 @@ def recalibrate_model_dir(
     meta = dict(lm.metadata)
     dst = Path(out) if out is not None else src
     with atomic_output_dir(dst, overwrite=True) as tmp:
-        for name in FILES:
-            if name != "thresholds.json":
+        for name in (*FILES, MODEL_STATE):
+            if name != "thresholds.json" and (src / name).is_file():
                 shutil.copy2(src / name, tmp / name)
         write_json(tmp / "thresholds.json", thresholds)
         write_json(tmp / "calibration.json", calibration.to_dict())
         meta["recalibrations"] = [*meta.get("recalibrations", []), record]
-        meta["sha256"] = {name: _sha256(tmp / name) for name in (*FILES, *OPTIONAL_FILES)}
+        meta["sha256"] = _checksums(tmp)
         write_json(tmp / "metadata.json", meta)
     return dst

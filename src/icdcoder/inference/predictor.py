@@ -3,7 +3,9 @@
 Evidence for each suggested code comes from the model's label attention over tokens (every label-attention
 model returns it), turned into readable phrases of the raw note by `evidence.spans_from_attention`; for a
 model without attention (or on request) it comes from occlusion (`evidence.occlusion_weights`). The
-tokenizer keeps character offsets, so spans index the note exactly as given.
+tokenizer keeps character offsets, so spans index the note exactly as given. Models that read the raw text
+(matcher, mention memory) return the exact character spans that fired (`ModelOutput.extras["spans"]`); those
+are the evidence as they are (method "match").
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from icdcoder.errors import DataError, IcdcoderError
 from icdcoder.inference.evidence import EvidenceSpan, occlusion_weights, spans_from_attention
 from icdcoder.modeldir import LoadedModel, load_model_dir
-from icdcoder.models.base import Batch, IcdModel
+from icdcoder.models.base import SPANS, Batch, IcdModel
 from icdcoder.text.tokenizer import Token
 from icdcoder.training.data import EncodedSplit, make_batch
 
@@ -54,7 +56,7 @@ class NotePrediction:
     n_tokens: int
     truncated: bool
     codes: list[CodePrediction]
-    evidence_method: str | None = None  # "attention", "occlusion", or None when no evidence was computed
+    evidence_method: str | None = None  # "attention", "occlusion", "match", or None when none was computed
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +72,23 @@ class LazyEvidence:
         out = self.model.evidence_rows(self.batch, row, codes)
         assert out is not None, "evidence_rows returned None for a model that declared it"
         return out
+
+
+class MatchSpans:
+    """Exact character spans per row and label index, as a text-reading model returned them."""
+
+    def __init__(self, spans: list[dict[int, list[tuple[int, int]]]]) -> None:
+        self.spans = spans
+
+    def evidence(self, row: int, code_idx: list[int], text: str) -> list[list[EvidenceSpan]]:
+        found = self.spans[row]
+        return [
+            [EvidenceSpan(int(a), int(b), 1.0, text[a:b]) for a, b in sorted(found.get(i, []))]
+            for i in code_idx
+        ]
+
+
+Evidence = torch.Tensor | LazyEvidence | MatchSpans | None
 
 
 class Predictor:
@@ -143,9 +162,7 @@ class Predictor:
 
     def _forward(
         self, notes: list[tuple[str, str]], batch_size: int
-    ) -> Iterator[
-        tuple[list[int], list[list[Token]], list[np.ndarray], np.ndarray, torch.Tensor | LazyEvidence | None]
-    ]:
+    ) -> Iterator[tuple[list[int], list[list[Token]], list[np.ndarray], np.ndarray, Evidence]]:
         """Per model call: (positions in `notes`, tokens, token ids, probabilities [B, C], attention
         [B, C, T] or None).
 
@@ -176,23 +193,29 @@ class Predictor:
                 start = end
                 ids = [encoded[i][1] for i in chunk]
                 split = EncodedSplit(
-                    [notes[i][0] for i in chunk], ids, [[] for _ in chunk], [[] for _ in chunk]
+                    [notes[i][0] for i in chunk],
+                    ids,
+                    [[] for _ in chunk],
+                    [[] for _ in chunk],
+                    texts=[notes[i][1] for i in chunk],
                 )
                 batch = make_batch(split, list(range(len(chunk))), lm.model.n_labels, self.pad_id).to(
                     self.device
                 )
-                att: torch.Tensor | LazyEvidence | None
+                att: Evidence
                 if self._lazy_evidence:
                     with lm.model.scores_only():
                         out = lm.model(batch)
                     att = LazyEvidence(lm.model, batch)
                 else:
                     out = lm.model(batch)
-                    att = out.attention
+                    att = MatchSpans(out.extras[SPANS]) if SPANS in out.extras else out.attention
                 probs = self.calibrator.apply(torch.sigmoid(out.logits.float()).cpu().numpy())
                 yield chunk, [encoded[i][0] for i in chunk], ids, probs, att
 
-    def _method(self, evidence: bool, evidence_method: str, has_attention: bool) -> str | None:
+    def _method(
+        self, evidence: bool, evidence_method: str, has_attention: bool, matched: bool = False
+    ) -> str | None:
         if evidence_method not in EVIDENCE_METHODS:
             raise IcdcoderError(
                 f"unknown evidence method {evidence_method!r}.",
@@ -200,6 +223,8 @@ class Predictor:
             )
         if not evidence:
             return None
+        if matched and evidence_method != "occlusion":
+            return "match"
         if evidence_method == "occlusion" or (evidence_method == "auto" and not has_attention):
             return "occlusion"
         return "attention" if has_attention else None
@@ -207,7 +232,7 @@ class Predictor:
     def _spans(
         self,
         method: str | None,
-        att: torch.Tensor | LazyEvidence | None,
+        att: Evidence,
         row: int,
         ids: np.ndarray,
         tokens: list[Token],
@@ -217,6 +242,8 @@ class Predictor:
     ) -> list[list[EvidenceSpan]]:
         """Evidence spans of each code in `code_idx` for one note."""
         n = len(ids)
+        if method == "match" and isinstance(att, MatchSpans):
+            return att.evidence(row, code_idx, text)
         if method == "attention" and isinstance(att, LazyEvidence):
             weights = att.rows(row, code_idx)[:, :n].float().cpu().numpy()
         elif method == "attention" and isinstance(att, torch.Tensor):
@@ -266,7 +293,7 @@ class Predictor:
         results: list[NotePrediction | None] = [None] * len(notes)
         for positions, token_lists, ids, probs, att in self._forward(notes, batch_size):
             decisions = self.thresholds.apply(probs, self.labels)
-            method = self._method(evidence, evidence_method, att is not None)
+            method = self._method(evidence, evidence_method, att is not None, isinstance(att, MatchSpans))
             for row, pos in enumerate(positions):
                 doc_id, text = notes[pos]
                 p = probs[row]
@@ -319,7 +346,7 @@ class Predictor:
         index = {k: i for i, k in enumerate(self.labels)}
         out: list[dict[str, list[EvidenceSpan]]] = [{} for _ in notes]
         for positions, token_lists, ids, _probs, att in self._forward(notes, batch_size):
-            method = self._method(True, evidence_method, att is not None)
+            method = self._method(True, evidence_method, att is not None, isinstance(att, MatchSpans))
             for row, pos in enumerate(positions):
                 keys = [k for k in dict.fromkeys(codes[pos]) if k in index]
                 idx = [index[k] for k in keys]

@@ -20,6 +20,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
+from icdcoder.data.document import Document
 from icdcoder.errors import ConfigError
 
 
@@ -63,6 +64,9 @@ class Batch:
     lengths: Tensor  # [B] long
     doc_ids: list[str]
     targets: Tensor | None = None  # [B, C] float 0/1
+    # The raw notes of the rows (exactly Document.text), for models that read text (`reads_text`):
+    # character offsets of their evidence spans point into these strings.
+    texts: list[str] | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -71,13 +75,21 @@ class Batch:
             lengths=self.lengths.to(device),
             doc_ids=self.doc_ids,
             targets=None if self.targets is None else self.targets.to(device),
+            texts=self.texts,
         )
+
+
+# ModelOutput.extras keys of knowledge models (matcher, mention memory):
+SPANS = "spans"  # list over rows of {label index: [(start, end), ...]} character spans into batch.texts[row]
+FEATURES = "features"  # list over rows of {label index: {feature name: value}} for a re-ranker
 
 
 @dataclass
 class ModelOutput:
     logits: Tensor  # [B, C]
     attention: Tensor | None = None  # [B, C, T] weights over the input tokens, for evidence
+    # Optional side outputs; see SPANS and FEATURES. When SPANS is present the predictor uses those exact
+    # spans as the evidence of a code (evidence method "match") instead of attention.
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -86,6 +98,11 @@ class IcdModel(nn.Module):
 
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]]
+    # True: the model reads `Batch.texts` (the raw notes), not only token ids.
+    reads_text: ClassVar[bool] = False
+    # False: no gradient training. The pipeline calls `fit_corpus` instead of the trainer loop; whatever it
+    # fits is saved through parameters/buffers or `state_json`.
+    trainable: ClassVar[bool] = True
 
     def __init__(self, config: ModelConfig, ctx: ModelContext) -> None:
         super().__init__()
@@ -138,6 +155,19 @@ class IcdModel(nn.Module):
         """Optional hook: the trainer calls it before every training micro-batch with the number of optimizer
         steps done so far, the planned total and the 0-based epoch (e.g. for JLAN's truncation-loss
         schedule). Default: ignore."""
+
+    def fit_corpus(self, train: list[Document], dev: list[Document], label_keys: list[str]) -> dict[str, Any]:
+        """Models with `trainable = False`: learn tables from train and tune a few hyperparameters on dev
+        (never on test). Returns a JSON-serialisable summary for the run record."""
+        raise NotImplementedError(f"model {self.name!r} is trained by the trainer, not fit_corpus")
+
+    def state_json(self) -> dict[str, Any] | None:
+        """Fitted state that is not a tensor (tables, tuned hyperparameters), saved by the model directory as
+        model_state.json (checksummed) and handed to `load_state_json` at load. None: nothing to save."""
+        return None
+
+    def load_state_json(self, state: dict[str, Any]) -> None:
+        """Restore what `state_json` returned."""
 
     def forward(self, batch: Batch) -> ModelOutput:  # pragma: no cover - abstract
         raise NotImplementedError

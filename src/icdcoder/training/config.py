@@ -31,6 +31,12 @@ class DataConfig(_Section):
     min_doc_freq: int = Field(1, ge=1)
     max_vocab: int | None = Field(None, ge=2)
     label_min_count: int = Field(1, ge=1)  # codes seen fewer times in train are not predicted
+    # "train": the codes seen in train (label_min_count); "codesystem": every code of the dataset's code
+    # systems, also those never seen in train (knowledge models: matcher, mention memory).
+    label_space: Literal["train", "codesystem"] = "train"
+    # With label_space=codesystem: a named release (ontology/releases.py), e.g. icd10cm-2018 for CodiEsp;
+    # None = the current release's leaf codes.
+    code_release: str | None = None
     lowercase: bool = True
     drop_numeric: bool = True
 

@@ -17,12 +17,14 @@ from icdcoder.training.labels import LabelSpace
 class EncodedSplit:
     """One split ready for a model: token ids per document and the label indices of its gold codes.
 
-    `unseen` holds, per document, gold codes outside the label space (they still count in evaluation)."""
+    `unseen` holds, per document, gold codes outside the label space (they still count in evaluation).
+    `texts` holds the raw notes, handed to models that read text (`IcdModel.reads_text`)."""
 
     doc_ids: list[str]
     token_ids: list[np.ndarray]  # int64 arrays, already truncated
     targets: list[list[int]]
     unseen: list[list[str]]
+    texts: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.doc_ids)
@@ -52,6 +54,7 @@ def encode_split(
         token_ids=[np.asarray(list(ids)[:max_tokens], dtype=np.int64) for ids in token_ids],
         targets=targets,
         unseen=unseen,
+        texts=[d.text for d in docs],
     )
 
 
@@ -75,6 +78,7 @@ def make_batch(split: EncodedSplit, indices: Sequence[int], n_labels: int, pad_i
         lengths=torch.tensor([int(m.sum()) for m in mask], dtype=torch.long),
         doc_ids=[split.doc_ids[i] for i in indices],
         targets=targets,
+        texts=None if split.texts is None else [split.texts[i] for i in indices],
     )
 
 
