@@ -72,32 +72,58 @@ def evaluate_probs(
     return metrics
 
 
-def write_predictions(path: Path, probs: np.ndarray, split: EncodedSplit, labels: LabelSpace) -> None:
-    """Per-document probabilities for every code (parquet), so metrics can be recomputed without the model."""
+DENSE_PREDICTIONS_MAX_CODES = 20_000  # above this, predictions files keep each note's top codes only
+PREDICTIONS_TOP_K = 1000  # the CodiEsp organisers' ranking depth
+
+
+def write_predictions(
+    path: Path, probs: np.ndarray, split: EncodedSplit, labels: LabelSpace, top_k: int | None = None
+) -> None:
+    """Per-document probabilities (parquet), so metrics can be recomputed without the model.
+
+    Every code's probability up to DENSE_PREDICTIONS_MAX_CODES codes; for larger label spaces (a whole code
+    system, ~74k codes) or when `top_k` is given, each note's `top_k` (default PREDICTIONS_TOP_K) best codes
+    as a `top_codes` index list next to their `probs`, so the file stays small."""
     from icdcoder.io import atomic_write
 
     gold = [[labels.keys[i] for i in t] + u for t, u in zip(split.targets, split.unseen, strict=True)]
-    table = pa.table(
-        {
-            "id": pa.array(split.doc_ids, pa.string()),
-            "gold": pa.array(gold, pa.list_(pa.string())),
-            "probs": pa.FixedSizeListArray.from_arrays(
-                pa.array(probs.astype(np.float32).ravel()), len(labels)
-            ),
-        }
-    )
-    table = table.replace_schema_metadata({"label_keys": "\n".join(labels.keys)})
+    columns: dict[str, pa.Array] = {
+        "id": pa.array(split.doc_ids, pa.string()),
+        "gold": pa.array(gold, pa.list_(pa.string())),
+    }
+    if top_k is None and len(labels) > DENSE_PREDICTIONS_MAX_CODES:
+        top_k = PREDICTIONS_TOP_K
+    if top_k is None:
+        columns["probs"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(probs.astype(np.float32).ravel()), len(labels)
+        )
+    else:
+        k = min(top_k, len(labels))
+        top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        columns["top_codes"] = pa.array(top.astype(np.int32).tolist(), pa.list_(pa.int32()))
+        columns["probs"] = pa.array(
+            np.take_along_axis(probs, top, axis=1).astype(np.float32).tolist(), pa.list_(pa.float32())
+        )
+    table = pa.table(columns).replace_schema_metadata({"label_keys": "\n".join(labels.keys)})
     with atomic_write(path, "wb", encoding=None) as fh:
         pq.write_table(table, fh, compression="zstd")
 
 
 def read_predictions(path: Path) -> tuple[list[str], list[list[str]], np.ndarray, list[str]]:
-    """Inverse of write_predictions: (doc ids, gold keys per doc, probs [N, C], label keys)."""
+    """Inverse of write_predictions: (doc ids, gold keys per doc, probs [N, C], label keys). A top-K file
+    gives 0 to the codes it left out."""
     table = pq.read_table(path)
     keys = (table.schema.metadata or {}).get(b"label_keys", b"").decode("utf-8").split("\n")
-    probs = np.asarray(table.column("probs").combine_chunks().flatten(), dtype=np.float32).reshape(
-        -1, len(keys)
-    )
+    if "top_codes" in table.column_names:
+        probs = np.zeros((table.num_rows, len(keys)), dtype=np.float32)
+        for row, (idx, p) in enumerate(
+            zip(table.column("top_codes").to_pylist(), table.column("probs").to_pylist(), strict=True)
+        ):
+            probs[row, idx] = p
+    else:
+        probs = np.asarray(table.column("probs").combine_chunks().flatten(), dtype=np.float32).reshape(
+            -1, len(keys)
+        )
     return table.column("id").to_pylist(), table.column("gold").to_pylist(), probs, keys
 
 

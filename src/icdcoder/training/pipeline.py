@@ -38,7 +38,7 @@ from icdcoder.training.data import EncodedSplit, encode_split, target_matrix
 from icdcoder.training.evaluate import evaluate_probs, tune_thresholds, write_predictions
 from icdcoder.training.labels import LabelSpace
 from icdcoder.training.losses import mean_bce
-from icdcoder.training.trainer import DistEnv, Trainer, predict_probs, set_seed
+from icdcoder.training.trainer import DistEnv, Trainer, TrainResult, predict_probs, set_seed
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,24 @@ class PreparedInputs:
     labels: LabelSpace
     splits: dict[str, EncodedSplit]
     ctx: ModelContext
+    docs: dict[str, list[Document]]
 
 
-def label_space_from(dataset: PreparedDataset, min_count: int) -> LabelSpace:
+def label_space_from(dataset: PreparedDataset, min_count: int, data: DataConfig | None = None) -> LabelSpace:
+    """The codes a model predicts: those seen in train at least `min_count` times (`data.label_space:
+    train`), or every code of the dataset's code systems (`codesystem`, optionally a named release)."""
     from icdcoder.ontology.ontology import get_ontology
 
     onto = get_ontology()
+    if data is not None and data.label_space == "codesystem":
+        from icdcoder.ontology.releases import release_codes
+
+        counts = {e["key"]: int(e["counts"].get("train", 0)) for e in dataset.label_entries}
+        systems = sorted({k.split(":", 1)[0] for k in counts})
+        keys = [k for s in systems for k in release_codes(s, data.code_release)]
+        return LabelSpace(
+            keys=keys, titles=[onto.title(k) for k in keys], train_counts=[counts.get(k, 0) for k in keys]
+        )
     entries = [e for e in dataset.label_entries if e["counts"].get("train", 0) >= min_count]
     if not entries:
         raise DataError(
@@ -125,7 +137,7 @@ def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
         vocab = Vocab.build(words["train"], min_doc_freq=cfg.data.min_doc_freq, max_size=cfg.data.max_vocab)
     else:
         vocab = tokenizer.vocab()
-    labels = label_space_from(dataset, cfg.data.label_min_count)
+    labels = label_space_from(dataset, cfg.data.label_min_count, cfg.data)
     splits = {
         s: encode_split(docs[s], [vocab.encode(w) for w in words[s]], labels, cfg.data.max_tokens)
         for s in docs
@@ -174,7 +186,7 @@ def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
         labels.titles,
         lambda text: vocab.encode(tokenizer.words(text))[:MAX_LABEL_TEXT_TOKENS],
     )
-    return PreparedInputs(dataset, tokenizer, vocab, labels, splits, ctx)
+    return PreparedInputs(dataset, tokenizer, vocab, labels, splits, ctx, docs)
 
 
 def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
@@ -210,8 +222,17 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-    trainer = Trainer(model, inputs.splits["train"], dev, cfg.train, run_dir, dev_eval, env)
-    result = trainer.fit(resume=resume)
+    if model.trainable:
+        trainer = Trainer(model, inputs.splits["train"], dev, cfg.train, run_dir, dev_eval, env)
+        result = trainer.fit(resume=resume)
+        device = trainer.device
+    else:
+        # Knowledge models (matcher, mention memory): tables from train, a few hyperparameters tuned on dev.
+        fitted = model.fit_corpus(inputs.docs["train"], inputs.docs["dev"], list(labels.keys))
+        result = TrainResult(best_epoch=0, best_score=float("nan"), epochs_run=0, steps=0)
+        device = torch.device("cpu")
+        if env.is_main:
+            write_json(run_dir / "fit.json", fitted)
     train_secs = time.perf_counter() - t0
     summary: dict[str, Any] = {
         "dataset": cfg.dataset_name,
@@ -227,7 +248,6 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     if not env.is_main:
         return summary
     # Rank 0 alone selects thresholds, saves and tests; the other ranks are done.
-    device = trainer.device
     raw_dev = predict_probs(model, dev, cfg.train.eval_batch_size, device)
     # Calibrate first, then tune thresholds on the probabilities users will see (both on dev only).
     calibrator = fit_calibrator(raw_dev, dev_targets, cfg.eval.calibration, seed=cfg.train.seed)
