@@ -144,7 +144,7 @@ def test_csv_missing_columns_are_named_with_suggestions(tmp_path: Path) -> None:
         list(iter_csv(f, system="icd10cm"))
     msg = str(info.value)
     assert msg.startswith(f"{f}:1: missing column(s) 'id', 'text'; found ['ID', 'note', 'codes']")
-    assert "expected ['id', 'text', 'codes'] (and optionally 'split')" in msg
+    assert "expected ['id', 'text', 'codes'] (and optionally 'split', 'spans')" in msg
     assert (
         "rename 'ID' to 'id' or pass --id-column ID; rename 'note' to 'text' or pass --text-column note"
         in msg

@@ -1,9 +1,16 @@
 """A user's own notes and codes, as JSON Lines or CSV.
 
 JSON Lines: one object per line with `id`, `text`, `codes` (a list, or one string of codes joined by a
-separator) and optionally `split` (train/dev/test) and `meta` (an object); any other key goes into `meta`.
-CSV: a header row with `id`, `text`, `codes` and optionally `split` columns (other columns go into `meta`
-as strings); `codes` holds codes joined by any of the separator characters (`;` or `|` by default).
+separator) and optionally `split` (train/dev/test), `spans` and `meta` (an object); any other key goes into
+`meta`. CSV: a header row with `id`, `text`, `codes` and optionally `split` and `spans` columns (other
+columns go into `meta` as strings); `codes` holds codes joined by any of the separator characters (`;` or
+`|` by default).
+
+`spans` (optional) are the evidence of the row's codes: a list of `{"code": C, "start": S, "end": E}`
+objects (in CSV, that list as JSON text in the cell), 0-based character offsets into `text`, end exclusive;
+a discontinuous mention gives `"offsets": [[S1, E1], [S2, E2]]` instead of start/end. Each span's code must be
+one of the row's codes and its offsets must lie inside the text. They become `Document.evidence` (what the
+mention memory learns from, and what evidence is scored against).
 
 A code names its system either per code (`icd10cm:N44.8`, which wins) or for the whole file (`system=`).
 Every fault raises a DataError naming the file, the line and the fix; note text is never shown.
@@ -24,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from icdcoder.data.document import SPLITS, Document
+from icdcoder.data.document import SPLITS, Document, Evidence
 from icdcoder.data.prepared import write_prepared
 from icdcoder.data.validate import ExistsFn, make_validator, validate_documents
 from icdcoder.errors import DataError, IcdcoderError
@@ -32,7 +39,7 @@ from icdcoder.io import atomic_write
 from icdcoder.ontology.systems import Code, parse_system
 
 KINDS: tuple[str, ...] = ("jsonl", "csv")
-FIELDS: tuple[str, ...] = ("id", "text", "codes", "split")
+FIELDS: tuple[str, ...] = ("id", "text", "codes", "split", "spans")
 REQUIRED: tuple[str, ...] = ("id", "text", "codes")
 DEFAULT_SEP = ";|"
 _EXAMPLES = 10
@@ -103,7 +110,7 @@ def _missing_fields_error(
     fix = "; ".join(hints) if hints else f"add the {', '.join(repr(m) for m in missing)} {what}(s)"
     return DataError(
         f"missing {what}(s) {', '.join(repr(m) for m in missing)}; found {list(found)}, "
-        f"expected {list(REQUIRED)} (and optionally 'split').",
+        f"expected {list(REQUIRED)} (and optionally 'split', 'spans').",
         path=path,
         line=line,
         fix=fix + ".",
@@ -175,6 +182,79 @@ def _codes(raw: list[str], system: str | None, path: Path, line: int) -> list[st
         if key not in keys:
             keys.append(key)
     return keys
+
+
+_SPAN_FIX = (
+    'write spans as [{"code": "icd10cm:I10", "start": 10, "end": 22}, ...] (character offsets into the text, '
+    'end exclusive), or with "offsets": [[start, end], ...] for a discontinuous mention'
+)
+
+
+def _offset_pairs(obj: dict[str, Any]) -> list[tuple[int, int]] | None:
+    """[(start, end), ...] of one span object, or None when its offsets are not integer pairs."""
+    raw = obj["offsets"] if "offsets" in obj else [[obj.get("start"), obj.get("end")]]
+    if not isinstance(raw, list) or not raw:
+        return None
+    pairs = []
+    for pair in raw:
+        if not (isinstance(pair, list | tuple) and len(pair) == 2):
+            return None
+        a, b = pair
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (a, b)):
+            return None
+        pairs.append((int(a), int(b)))
+    return pairs
+
+
+def _spans(
+    raw: Any, text: str, codes: list[str], system: str | None, path: Path, line: int
+) -> list[Evidence]:
+    """Evidence of a row from its `spans` field (module docstring), validated against its text and codes."""
+    if raw is None or raw == "":
+        return []
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"'spans' is not valid JSON ({exc.msg} at column {exc.colno}).",
+                path=path,
+                line=line,
+                fix=_SPAN_FIX,
+            ) from None
+    if not isinstance(raw, list):
+        raise DataError(
+            f"'spans' must be a list, found {type(raw).__name__}.", path=path, line=line, fix=_SPAN_FIX
+        )
+    out: list[Evidence] = []
+    for i, obj in enumerate(raw):
+        where = f"span {i + 1}"
+        if not isinstance(obj, dict) or not isinstance(obj.get("code"), str):
+            raise DataError(
+                f"{where} must be an object with a 'code' string.", path=path, line=line, fix=_SPAN_FIX
+            )
+        pairs = _offset_pairs(obj)
+        if pairs is None:
+            raise DataError(f"{where} needs integer start/end offsets.", path=path, line=line, fix=_SPAN_FIX)
+        (key,) = _codes([obj["code"]], system, path, line)
+        if key not in codes:
+            raise DataError(
+                f"{where} is evidence for {key}, which is not one of the row's codes.",
+                path=path,
+                line=line,
+                fix="add the code to 'codes' or correct the span's code.",
+            )
+        for a, b in pairs:
+            if not 0 <= a < b <= len(text):
+                raise DataError(
+                    f"{where} ({key}) has offsets [{a}, {b}) outside the text ({len(text)} characters) "
+                    "or empty.",
+                    path=path,
+                    line=line,
+                    fix="offsets are 0-based character positions into 'text', start < end <= its length.",
+                )
+        out.append(Evidence(code=key, spans=tuple(pairs), text=" ".join(text[a:b] for a, b in pairs)))
+    return out
 
 
 def _split(raw: Any, path: Path, line: int) -> str | None:
@@ -272,12 +352,14 @@ def _jsonl_rows(path: Path, system: str | None, sep: str, report: UserFileReport
             meta = obj.get("meta")
             meta = dict(meta) if isinstance(meta, dict) else {}
             meta.update({k: v for k, v in obj.items() if k not in (*FIELDS, "meta")})
+            codes = _codes(raw_codes, system, path, lineno)
             yield Document(
                 id=doc_id,
                 text=text,
-                codes=_codes(raw_codes, system, path, lineno),
+                codes=codes,
                 split=_split(obj.get("split"), path, lineno),
                 meta=meta,
+                evidence=_spans(obj.get("spans"), text, codes, system, path, lineno),
             )
 
 
@@ -342,12 +424,16 @@ def _csv_rows(
                 raise DataError("empty 'id'.", path=path, line=lineno, fix="give every row an id.")
             ids.add(doc_id, lineno)
             split = _split(row[index["split"]], path, lineno) if "split" in index else None
+            text = row[index["text"]]
+            codes = _codes(split_codes(row[index["codes"]], sep), system, path, lineno)
+            spans = row[index["spans"]] if "spans" in index else None
             yield Document(
                 id=doc_id,
-                text=row[index["text"]],
-                codes=_codes(split_codes(row[index["codes"]], sep), system, path, lineno),
+                text=text,
+                codes=codes,
                 split=split,
                 meta={h: row[i] for i, h in extra},
+                evidence=_spans(spans, text, codes, system, path, lineno),
             )
 
 
@@ -382,20 +468,38 @@ def write_jsonl(path: str | Path, documents: Iterable[Document]) -> None:
             obj: dict[str, Any] = {"id": doc.id, "text": doc.text, "codes": list(doc.codes)}
             if doc.split is not None:
                 obj["split"] = doc.split
+            if doc.evidence:
+                obj["spans"] = _spans_json(doc)
             if doc.meta:
                 obj["meta"] = doc.meta
             fh.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
+def _spans_json(doc: Document) -> list[dict[str, Any]]:
+    """A document's evidence as `spans` objects (only evidence whose offsets index its own text)."""
+    out: list[dict[str, Any]] = []
+    for ev in doc.evidence:
+        if ev.offsets_in != "text":
+            continue
+        if len(ev.spans) == 1:
+            out.append({"code": ev.code, "start": ev.spans[0][0], "end": ev.spans[0][1]})
+        else:
+            out.append({"code": ev.code, "offsets": [list(s) for s in ev.spans]})
+    return out
+
+
 def write_csv(path: str | Path, documents: Iterable[Document], sep: str = ";", delimiter: str = ",") -> None:
-    """Write Documents as CSV readable by `iter_csv` (id, text, codes, split; meta is not written)."""
+    """Write Documents as CSV readable by `iter_csv` (id, text, codes, split, spans; meta is not written)."""
     # Binary mode: line breaks inside quoted notes must be written byte for byte, never translated.
     with atomic_write(path, mode="wb") as fh:
         buf = io.StringIO()
         writer = csv.writer(buf, delimiter=delimiter, lineterminator="\r\n")
         writer.writerow(FIELDS)
         for doc in documents:
-            writer.writerow([doc.id, doc.text, sep.join(doc.codes), doc.split or ""])
+            spans = _spans_json(doc)
+            writer.writerow(
+                [doc.id, doc.text, sep.join(doc.codes), doc.split or "", json.dumps(spans) if spans else ""]
+            )
             fh.write(buf.getvalue().encode("utf-8"))
             buf.seek(0)
             buf.truncate()
