@@ -234,14 +234,16 @@ def diverse_label_synonyms(
         raise ValueError(f"unknown policy {policy!r}")
     keys = list(label_keys)
     # The same candidate lists as MSMN's (cleaned, filtered, de-duplicated), in ontology rank order, capped.
-    pool = build_label_synonyms(
-        keys,
-        max_candidates,
-        titles=titles,
-        user_file=user_file,
-        policy="drop",
-        selection="ranked",
-    )
+    # Its report counts every code as "short" of max_candidates: not a problem here, so not a warning.
+    quiet = logging.getLogger("icdcoder.ontology.label_synonyms")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        pool = build_label_synonyms(
+            keys, max_candidates, titles=titles, user_file=user_file, policy="drop", selection="ranked"
+        )
+    finally:
+        quiet.setLevel(level)
     candidates = [[t for t in row if t is not None] for row in pool.texts]
     cand_sources = [[s for s in row if s != ABSENT] for row in pool.sources]
     provenance = {

@@ -198,6 +198,18 @@ class ChunkedMultiSynonymAttention(torch.autograd.Function):
         return grad_z, grad_h, None, grad_u, None, None
 
 
+def synonym_token_rows(
+    texts: Sequence[Sequence[str | None]], ctx: ModelContext, encode_text: Callable[[str], list[int]]
+) -> list[list[list[int]]]:
+    """Token ids of each code's synonym slots ([] for an absent slot). A present synonym that tokenises to
+    nothing (e.g. only numbers) falls back to the code title's tokens, then to <unk>."""
+    rows: list[list[list[int]]] = []
+    for c, row in enumerate(texts):
+        title = ctx.label_token_ids[c] if c < len(ctx.label_token_ids) else []
+        rows.append([[] if t is None else (encode_text(t) or title or [_UNK_ID]) for t in row])
+    return rows
+
+
 def synonym_chunks(lengths: Sequence[int], size: int, by_length: bool) -> list[tuple[int, int, bool]]:
     """(start, end, packed) chunks of ≤ `size` synonyms sorted by descending length. `by_length` (CPU): a
     length with at least min(256, size) synonyms forms unpacked equal-length chunks; rarer lengths are pooled
@@ -316,12 +328,7 @@ class MSMN(IcdModel):
             selection=config.synonym_selection,
             seed=config.synonym_seed,
         )
-        rows: list[list[list[int]]] = []
-        for c, texts in enumerate(syn.texts):
-            title = ctx.label_token_ids[c] if c < len(ctx.label_token_ids) else []
-            # A present synonym that tokenises to nothing (e.g. only numbers) falls back to the title tokens.
-            rows.append([[] if t is None else (encode_text(t) or title or [_UNK_ID]) for t in texts])
-        ctx.label_synonym_token_ids = rows
+        ctx.label_synonym_token_ids = synonym_token_rows(syn.texts, ctx, encode_text)
         ctx.extras["label_synonyms"] = syn.to_json()
 
     # -- encoders -----------------------------------------------------------------------------------------

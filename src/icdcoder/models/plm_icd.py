@@ -95,6 +95,12 @@ def _build_encoder(ctx: ModelContext, config: PLMICDConfig) -> nn.Module:
     return encoder
 
 
+def to_hf_ids(ids: Tensor, special: dict[str, int]) -> Tensor:
+    """icdcoder ids → the encoder's ids (offset by the two icdcoder specials; pad and unk mapped)."""
+    mapped = torch.where(ids == PAD_ID, special["pad"], special["unk"])
+    return torch.where(ids >= HF_ID_OFFSET, ids - HF_ID_OFFSET, mapped)
+
+
 @register_model("plm_icd")
 class PLMICD(IcdModel):
     Config: ClassVar[type[ModelConfig]] = PLMICDConfig
@@ -127,9 +133,7 @@ class PLMICD(IcdModel):
         ctx.extras["hf_special"] = HFTokenizer.from_pretrained(path).special
 
     def _to_hf(self, ids: Tensor) -> Tensor:
-        """icdcoder ids → the encoder's ids (offset by the two icdcoder specials; pad and unk mapped)."""
-        special = torch.where(ids == PAD_ID, self.special["pad"], self.special["unk"])
-        return torch.where(ids >= HF_ID_OFFSET, ids - HF_ID_OFFSET, special)
+        return to_hf_ids(ids, self.special)
 
     def encode(self, batch: Batch) -> Tensor:
         """Token states [B, T, d], each chunk encoded on its own; all-padding chunks are skipped (zeros)."""
