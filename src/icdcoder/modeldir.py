@@ -10,6 +10,9 @@
     calibration.json     post-hoc probability calibration fitted on dev (absent in older directories:
                          the identity)
     metadata.json        data fingerprint, seed, package versions, dev metrics, and sha256 of every file
+    sources/<name>/      composite models only (the hybrid): each source's own model directory, loaded
+                         recursively and handed to the model through ModelContext.sources; metadata's
+                         `sources` holds the sha256 of each source's metadata.json (which checks its files)
 
 Written atomically. Loading verifies every checksum and that weights, vocabulary and label space agree, and
 refuses a corrupted or mismatched directory with an error naming the file.
@@ -34,6 +37,7 @@ from icdcoder.errors import IcdcoderError, ModelDirError
 from icdcoder.evaluation.calibration import Calibrator
 from icdcoder.io import atomic_output_dir, read_json, write_json
 from icdcoder.models.base import IcdModel, ModelContext, build_model
+from icdcoder.models.hybrid import SourceModel
 from icdcoder.text.tokenizer import TextTokenizer, tokenizer_from_config
 from icdcoder.text.vocab import Vocab
 from icdcoder.training.config import ExperimentConfig, parse_config
@@ -90,6 +94,7 @@ class LoadedModel:
     thresholds: dict[str, Any]
     metadata: dict[str, Any]
     calibration: Calibrator = field(default_factory=Calibrator)
+    n_train_docs: int = 0  # training notes (context.json): with labels.train_counts, the codes' priors
 
 
 def context_to_json(ctx: ModelContext) -> dict[str, Any]:
@@ -117,9 +122,16 @@ def save_model_dir(
     metadata: dict[str, Any],
     calibration: Calibrator | None = None,
     overwrite: bool = False,
+    sources: dict[str, Path] | None = None,
 ) -> Path:
+    """Write a model directory. `sources` (composite models): name -> a source's model directory, copied
+    into sources/<name>/."""
+    import shutil
+
     out = Path(out)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        for name, src_dir in (sources or {}).items():
+            shutil.copytree(src_dir, tmp / "sources" / name)
         (tmp / "config.yaml").write_text(
             yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), encoding="utf-8"
         )
@@ -144,7 +156,35 @@ def save_model_dir(
             **metadata,
             "sha256": _checksums(tmp),
         }
+        if sources:
+            meta["sources"] = {n: _sha256(tmp / "sources" / n / "metadata.json") for n in sources}
         write_json(tmp / "metadata.json", meta)
+    return out
+
+
+def source_model(lm: LoadedModel, name: str, top_k: int = 100) -> SourceModel:
+    """A loaded model directory as a source of a composite model: it reads raw notes with its own tokenizer
+    and vocabulary and reports its calibrated probabilities."""
+    tok, vocab, max_tokens = lm.tokenizer, lm.vocab, lm.config.data.max_tokens
+
+    def encode(text: str) -> list[int]:
+        return vocab.encode(tok.words(text)[:max_tokens])
+
+    keys = list(lm.labels.keys)
+    return SourceModel(name, lm.model, keys, encode, vocab.pad_id, lm.calibration.apply, top_k)
+
+
+def _load_sources(path: Path, meta: dict[str, Any], device: str | torch.device) -> dict[str, SourceModel]:
+    out: dict[str, SourceModel] = {}
+    for name, digest in (meta.get("sources") or {}).items():
+        sub = path / "sources" / name
+        if not (sub / "metadata.json").is_file() or _sha256(sub / "metadata.json") != digest:
+            raise ModelDirError(
+                f"source {name!r} is missing or is not the one this model was trained with.",
+                path=sub,
+                fix="copy the whole model directory again (sources/ included).",
+            )
+        out[name] = source_model(load_model_dir(sub, device), name)
     return out
 
 
@@ -209,6 +249,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
         token_doc_freq=cj.get("token_doc_freq", []),
         n_train_docs=int(cj.get("n_train_docs", 0)),
         extras=dict(cj.get("extras", {})),
+        sources=_load_sources(path, meta, device),
     )
     model = build_model(config.model, ctx)
     try:
@@ -236,6 +277,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
         thresholds=read_json(path / "thresholds.json"),
         metadata=meta,
         calibration=calibration,
+        n_train_docs=ctx.n_train_docs,
     )
 
 
@@ -260,6 +302,8 @@ def recalibrate_model_dir(
         for name in (*FILES, MODEL_STATE):
             if name != "thresholds.json" and (src / name).is_file():
                 shutil.copy2(src / name, tmp / name)
+        if (src / "sources").is_dir():
+            shutil.copytree(src / "sources", tmp / "sources")
         write_json(tmp / "thresholds.json", thresholds)
         write_json(tmp / "calibration.json", calibration.to_dict())
         meta["recalibrations"] = [*meta.get("recalibrations", []), record]

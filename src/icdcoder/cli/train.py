@@ -22,8 +22,8 @@ def register(app: typer.Typer) -> None:
         import shutil
 
         from icdcoder.errors import IcdcoderError
+        from icdcoder.hybrid_training import train_any
         from icdcoder.training.config import load_config
-        from icdcoder.training.pipeline import run_experiment
 
         cfg = load_config(config, set_)
         is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 manages the run directory
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
                     fix="pass --resume to continue it, --overwrite to start again, or a new --out.",
                 )
             shutil.rmtree(out)
-        summary = run_experiment(cfg, out, resume=resume)
+        summary = train_any(cfg, out, resume=resume)
         _print_metrics(summary)
 
     @app.command()

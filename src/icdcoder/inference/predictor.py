@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from icdcoder.errors import DataError, IcdcoderError
+from icdcoder.evaluation.readable import OK, code_priors, known_token_counts, note_status, respect_the_note
 from icdcoder.inference.evidence import EvidenceSpan, occlusion_weights, spans_from_attention
 from icdcoder.modeldir import LoadedModel, load_model_dir
 from icdcoder.models.base import SPANS, Batch, IcdModel
@@ -57,6 +58,10 @@ class NotePrediction:
     truncated: bool
     codes: list[CodePrediction]
     evidence_method: str | None = None  # "attention", "occlusion", "match", or None when none was computed
+    # "ok", "near_empty" (probabilities capped at the codes' priors) or "nothing_recognisable" (no word the
+    # model knows: no codes at all); see evaluation/readable.py
+    status: str = OK
+    n_known_tokens: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,10 +80,15 @@ class LazyEvidence:
 
 
 class MatchSpans:
-    """Exact character spans per row and label index, as a text-reading model returned them."""
+    """Exact character spans per row and label index, as a text-reading model returned them. `fallback`:
+    token weights for the codes without spans (the hybrid: spans of its matcher/memory sources first, its
+    TF-IDF source's evidence for the rest)."""
 
-    def __init__(self, spans: list[dict[int, list[tuple[int, int]]]]) -> None:
+    def __init__(
+        self, spans: list[dict[int, list[tuple[int, int]]]], fallback: LazyEvidence | None = None
+    ) -> None:
         self.spans = spans
+        self.fallback = fallback
 
     def evidence(self, row: int, code_idx: list[int], text: str) -> list[list[EvidenceSpan]]:
         found = self.spans[row]
@@ -110,6 +120,7 @@ class Predictor:
         self.max_batch_cells = max_batch_cells
         # evidence per shown code on request instead of the [B, C, T] tensor from forward (TF-IDF)
         self._lazy_evidence = self.loaded.model.has_evidence_rows()
+        self.priors = code_priors(self.loaded.labels.train_counts, self.loaded.n_train_docs)
 
     @property
     def labels(self) -> list[str]:
@@ -206,7 +217,8 @@ class Predictor:
                 if self._lazy_evidence:
                     with lm.model.scores_only():
                         out = lm.model(batch)
-                    att = LazyEvidence(lm.model, batch)
+                    lazy = LazyEvidence(lm.model, batch)
+                    att = MatchSpans(out.extras[SPANS], lazy) if SPANS in out.extras else lazy
                 else:
                     out = lm.model(batch)
                     att = MatchSpans(out.extras[SPANS]) if SPANS in out.extras else out.attention
@@ -243,7 +255,13 @@ class Predictor:
         """Evidence spans of each code in `code_idx` for one note."""
         n = len(ids)
         if method == "match" and isinstance(att, MatchSpans):
-            return att.evidence(row, code_idx, text)
+            found = att.evidence(row, code_idx, text)
+            rest = [j for j, spans in enumerate(found) if not spans]
+            if att.fallback is not None and rest:
+                weights = att.fallback.rows(row, [code_idx[j] for j in rest])[:, :n].float().cpu().numpy()
+                for w, j in zip(weights, rest, strict=True):
+                    found[j] = self._phrases(w, tokens, text, opts)
+            return found
         if method == "attention" and isinstance(att, LazyEvidence):
             weights = att.rows(row, code_idx)[:, :n].float().cpu().numpy()
         elif method == "attention" and isinstance(att, torch.Tensor):
@@ -252,17 +270,19 @@ class Predictor:
             weights = occlusion_weights(self._score_variants, ids, code_idx, window=opts["occlusion_window"])
         else:
             return [[] for _ in code_idx]
-        toks = tokens[: self.max_tokens]
-        return [
-            spans_from_attention(
-                weights[j],
-                toks,
-                top_tokens=opts["evidence_tokens"],
-                window=opts["evidence_window"],
-                text=text,
-            )
-            for j in range(len(code_idx))
-        ]
+        return [self._phrases(weights[j], tokens, text, opts) for j in range(len(code_idx))]
+
+    def _phrases(
+        self, weights: np.ndarray, tokens: list[Token], text: str, opts: dict[str, int]
+    ) -> list[EvidenceSpan]:
+        """Readable phrases of the note from one code's token weights."""
+        return spans_from_attention(
+            weights,
+            tokens[: self.max_tokens],
+            top_tokens=opts["evidence_tokens"],
+            window=opts["evidence_window"],
+            text=text,
+        )
 
     @torch.no_grad()
     def predict(
@@ -292,10 +312,17 @@ class Predictor:
         lm = self.loaded
         results: list[NotePrediction | None] = [None] * len(notes)
         for positions, token_lists, ids, probs, att in self._forward(notes, batch_size):
+            n_known = known_token_counts(ids)
+            probs, has_output = respect_the_note(probs, n_known, self.priors)
             decisions = self.thresholds.apply(probs, self.labels)
             method = self._method(evidence, evidence_method, att is not None, isinstance(att, MatchSpans))
             for row, pos in enumerate(positions):
                 doc_id, text = notes[pos]
+                status = note_status(int(n_known[row]))
+                if not has_output[row]:
+                    truncated = len(token_lists[row]) > self.max_tokens
+                    results[pos] = NotePrediction(doc_id, len(ids[row]), truncated, [], None, status, 0)
+                    continue
                 p = probs[row]
                 order = np.argsort(-p, kind="stable")
                 keep = [int(i) for i in order[: (top_k or len(order))]]
@@ -317,9 +344,8 @@ class Predictor:
                         )
                     )
                 n = len(ids[row])
-                results[pos] = NotePrediction(
-                    doc_id, n, len(token_lists[row]) > self.max_tokens, codes, method
-                )
+                truncated = len(token_lists[row]) > self.max_tokens
+                results[pos] = NotePrediction(doc_id, n, truncated, codes, method, status, int(n_known[row]))
         return [r for r in results if r is not None]
 
     @torch.no_grad()

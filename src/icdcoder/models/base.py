@@ -45,6 +45,9 @@ class ModelContext:
     token_doc_freq: list[int] = field(default_factory=list)  # training document frequency per vocab id
     n_train_docs: int = 0
     extras: dict[str, Any] = field(default_factory=dict)  # JSON-serialisable, model-specific inputs
+    # Composite models (the hybrid): their source models, already built, by name. The model directory loads
+    # them from its sources/<name>/ subdirectories (models/ cannot import modeldir). Not saved here.
+    sources: dict[str, Any] = field(default_factory=dict)
     # True only when training builds the model: a pretrained encoder then loads its weights from its local
     # directory; at load time (False) it is built from the saved architecture and the model directory's
     # weights, so the original folder is not needed. Not saved.
