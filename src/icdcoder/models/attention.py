@@ -71,8 +71,11 @@ class LabelAttention(nn.Module):
         self.queries = nn.Parameter(torch.empty(n_labels, key_dim))
         nn.init.xavier_uniform_(self.queries)
 
+    def keys(self, hidden: Tensor) -> Tensor:
+        """The attention keys [B, T, K] of token states [B, T, D] (what the code queries are dotted with)."""
+        h = self.norm(hidden)
+        return torch.tanh(self.proj(h)) if self.mode == "laat" else h
+
     def forward(self, hidden: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """hidden [B, T, D], mask [B, T] → (context [B, C, D], weights [B, C, T])."""
-        h = self.norm(hidden)
-        keys = torch.tanh(self.proj(h)) if self.mode == "laat" else h
-        return label_attention(keys, self.queries, hidden, mask)
+        return label_attention(self.keys(hidden), self.queries, hidden, mask)

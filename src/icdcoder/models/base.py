@@ -11,7 +11,7 @@ model must only use it for shapes and initial values: everything learned lives i
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -48,6 +48,9 @@ class ModelContext:
     # Composite models (the hybrid): their source models, already built, by name. The model directory loads
     # them from its sources/<name>/ subdirectories (models/ cannot import modeldir). Not saved here.
     sources: dict[str, Any] = field(default_factory=dict)
+    # Training notes per code (label order), for initial values only (the output bias at the prior's
+    # log-odds, models/init.py). Not saved: a loaded model's weights replace whatever it initialised.
+    label_train_counts: list[int] = field(default_factory=list)
     # True only when training builds the model: a pretrained encoder then loads its weights from its local
     # directory; at load time (False) it is built from the saved architecture and the model directory's
     # weights, so the original folder is not needed. Not saved.
@@ -101,6 +104,9 @@ class IcdModel(nn.Module):
 
     name: ClassVar[str]
     Config: ClassVar[type[ModelConfig]]
+    # "lbfgs": a convex model the pipeline fits with training/solver.py (full-batch L-BFGS, its
+    # regularisation strength chosen on dev) instead of the SGD trainer.
+    solver: ClassVar[str | None] = None
     # True: the model reads `Batch.texts` (the raw notes), not only token ids.
     reads_text: ClassVar[bool] = False
     # False: no gradient training. The pipeline calls `fit_corpus` instead of the trainer loop; whatever it
@@ -153,6 +159,14 @@ class IcdModel(nn.Module):
         """Add model-specific, data-derived inputs to `ctx` before construction at training time (e.g.
         the tokenised synonyms of MSMN). Whatever is added must live in the ModelContext fields (saved to
         the model directory's context.json and restored at load), never be recomputed at load time."""
+
+    @classmethod
+    def fit_context(
+        cls, config: ModelConfig, ctx: ModelContext, train_token_ids: Sequence[np.ndarray]
+    ) -> None:
+        """Optional hook: add inputs derived from the training notes' token ids to `ctx` (e.g. the linear
+        model's bigram vocabulary), at training time, after `extend_context`. Same rule: whatever is added
+        lives in the saved ModelContext fields. Default: nothing."""
 
     def set_training_progress(self, step: int, total_steps: int, epoch: int) -> None:
         """Optional hook: the trainer calls it before every training micro-batch with the number of optimizer

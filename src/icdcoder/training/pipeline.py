@@ -38,6 +38,7 @@ from icdcoder.training.data import EncodedSplit, encode_split, target_matrix
 from icdcoder.training.evaluate import evaluate_probs, tune_thresholds, write_predictions
 from icdcoder.training.labels import LabelSpace
 from icdcoder.training.losses import mean_bce
+from icdcoder.training.solver import fit_convex
 from icdcoder.training.trainer import DistEnv, Trainer, TrainResult, predict_probs, set_seed
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,7 @@ def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
         ],
         token_doc_freq=list(vocab.doc_freq or []),
         n_train_docs=len(splits["train"]),
+        label_train_counts=list(labels.train_counts),
         init_from_pretrained=True,
     )
     model_cls.extend_context(
@@ -186,6 +188,7 @@ def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
         labels.titles,
         lambda text: vocab.encode(tokenizer.words(text))[:MAX_LABEL_TEXT_TOKENS],
     )
+    model_cls.fit_context(model_cfg, ctx, splits["train"].token_ids)
     return PreparedInputs(dataset, tokenizer, vocab, labels, splits, ctx, docs)
 
 
@@ -222,7 +225,11 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-    if model.trainable:
+    if model.solver == "lbfgs":
+        # Convex linear models: solved to the optimum for each C of their grid, C chosen on dev.
+        result = fit_convex(model, inputs.splits["train"], dev, cfg.train, run_dir, dev_eval)
+        device = torch.device("cpu")
+    elif model.trainable:
         trainer = Trainer(model, inputs.splits["train"], dev, cfg.train, run_dir, dev_eval, env)
         result = trainer.fit(resume=resume)
         device = trainer.device
