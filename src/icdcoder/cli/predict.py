@@ -69,7 +69,17 @@ def register(app: typer.Typer) -> None:
 
             console = Console()
             for r in results:
-                table = Table(title=f"{r.id} ({r.n_tokens} tokens{', truncated' if r.truncated else ''})")
+                if r.status == "nothing_recognisable":
+                    console.print(
+                        f"{r.id}: nothing recognisable (no word this model knows): no codes suggested."
+                    )
+                    continue
+                near_empty = (
+                    f", only {r.n_known_tokens} known: capped at priors" if r.status == "near_empty" else ""
+                )
+                table = Table(
+                    title=f"{r.id} ({r.n_tokens} tokens{', truncated' if r.truncated else ''}{near_empty})"
+                )
                 for col in ("rank", "code", "system", "prob", "decision", "title", "evidence"):
                     table.add_column(col)
                 for rank, c in enumerate(r.codes, 1):

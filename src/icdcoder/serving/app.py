@@ -109,6 +109,11 @@ class NoteOut(BaseModel):
     truncated: bool
     evidence_method: str | None
     codes: list[CodeOut]
+    status: str = Field(
+        description="ok; near_empty (fewer than 5 words the model knows: probabilities capped at each code's "
+        "training frequency); nothing_recognisable (no word the model knows: no codes)"
+    )
+    n_known_tokens: int = Field(description="words of the note in the model's vocabulary")
 
 
 class BatchOut(BaseModel):

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from icdcoder.errors import DataError
 from icdcoder.evaluation.calibration import calibration_metrics
 from icdcoder.evaluation.metrics import compute_metrics
+from icdcoder.evaluation.readable import code_priors, known_token_counts, respect_the_note
 from icdcoder.evaluation.thresholds import Thresholds
 from icdcoder.evaluation.thresholds import tune_thresholds as _tune
 from icdcoder.training.data import EncodedSplit, target_matrix
@@ -30,9 +31,13 @@ def tune_thresholds(
     *,
     include_unseen: bool = True,
     has_output: np.ndarray | None = None,
+    priors: np.ndarray | None = None,
 ) -> Thresholds:
     """Tune decision thresholds on this (dev) split's probabilities for the headline micro-F1 (exact sweep):
-    unseen gold codes (with `include_unseen`) and the gold of documents without output count as misses."""
+    unseen gold codes (with `include_unseen`) and the gold of documents without output count as misses.
+    With `priors`, the note rule of `evaluation/readable.py` is applied first."""
+    if priors is not None:
+        probs, has_output = respect_the_note(probs, known_token_counts(split.token_ids), priors)
     y = target_matrix(split, len(labels))
     extra = sum(len(set(u)) for u in split.unseen) if include_unseen else 0
     if has_output is not None and not has_output.all():
@@ -49,13 +54,17 @@ def evaluate_probs(
     *,
     include_unseen: bool = True,
     has_output: np.ndarray | None = None,
+    priors: np.ndarray | None = None,
 ) -> dict[str, float]:
     """All metrics of a split (keys and the headline definition in `evaluation/metrics.py`). With
     `include_unseen`, gold codes outside the label space count as misses (in the MAP denominator, as FNs)
     instead of silently vanishing. `has_output` [N] marks the documents the model gave an output for (the
     others, e.g. notes with nothing it can read, score AP 0 and predict nothing). Calibration metrics
     (`ece`, `mece`, `brier`) describe the probabilities the model gave, so they use the label-space columns
-    only."""
+    only. With `priors` (the codes' training frequencies), the note rule of `evaluation/readable.py` decides
+    `has_output` and caps near-empty notes at the priors, as the predictor does."""
+    if priors is not None:
+        probs, has_output = respect_the_note(probs, known_token_counts(split.token_ids), priors)
     y = target_matrix(split, len(labels))
     calibration = calibration_metrics(probs, y)
     metrics = compute_metrics(
@@ -167,10 +176,18 @@ def evaluate_model_dir(
 
     lm = load_model_dir(model_dir)
     encoded, raw = model_dir_probs(lm, data_dir, split, batch_size)
-    probs = lm.calibration.apply(raw)
+    priors = code_priors(lm.labels.train_counts, lm.n_train_docs)
+    probs, has_output = respect_the_note(
+        lm.calibration.apply(raw), known_token_counts(encoded.token_ids), priors
+    )
     thresholds = Thresholds.from_dict(lm.thresholds)
     metrics = evaluate_probs(
-        probs, encoded, lm.labels, thresholds, include_unseen=lm.config.eval.include_unseen_codes
+        probs,
+        encoded,
+        lm.labels,
+        thresholds,
+        include_unseen=lm.config.eval.include_unseen_codes,
+        has_output=has_output,
     )
     if predictions is not None:
         write_predictions(predictions, probs, encoded, lm.labels)

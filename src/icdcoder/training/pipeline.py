@@ -29,6 +29,7 @@ from icdcoder.data.prepared import PreparedDataset
 from icdcoder.errors import ConfigError, DataError
 from icdcoder.evaluation.calibration import METRIC_KEYS as CALIBRATION_KEYS
 from icdcoder.evaluation.calibration import calibration_metrics, fit_calibrator
+from icdcoder.evaluation.readable import code_priors
 from icdcoder.io import cache_root, write_json
 from icdcoder.models.base import ModelContext, build_model, get_model_class, validate_model_config
 from icdcoder.text.tokenizer import TextTokenizer, Tokenizer
@@ -213,12 +214,16 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     labels = inputs.labels
     dev = inputs.splits["dev"]
     with_unseen = cfg.eval.include_unseen_codes
+    # unreadable / near-empty notes are scored as the predictor codes them (evaluation/readable.py)
+    note_priors = code_priors(labels.train_counts, len(inputs.splits["train"]))
 
     dev_targets = target_matrix(dev, len(labels))
 
     def dev_eval(probs: np.ndarray) -> dict[str, float]:
-        th = tune_thresholds(probs, dev, labels, kind="global", include_unseen=with_unseen)
-        metrics = evaluate_probs(probs, dev, labels, th, include_unseen=with_unseen)
+        th = tune_thresholds(
+            probs, dev, labels, kind="global", include_unseen=with_unseen, priors=note_priors
+        )
+        metrics = evaluate_probs(probs, dev, labels, th, include_unseen=with_unseen, priors=note_priors)
         # Dev loss per epoch (metrics.jsonl `dev_bce`): mean BCE over the model's codes, for loss curves.
         return {**metrics, "bce": mean_bce(probs, dev_targets)}
 
@@ -259,8 +264,12 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     # Calibrate first, then tune thresholds on the probabilities users will see (both on dev only).
     calibrator = fit_calibrator(raw_dev, dev_targets, cfg.eval.calibration, seed=cfg.train.seed)
     dev_probs = calibrator.apply(raw_dev)
-    thresholds = tune_thresholds(dev_probs, dev, labels, kind=cfg.eval.thresholds, include_unseen=with_unseen)
-    dev_metrics = evaluate_probs(dev_probs, dev, labels, thresholds, include_unseen=with_unseen)
+    thresholds = tune_thresholds(
+        dev_probs, dev, labels, kind=cfg.eval.thresholds, include_unseen=with_unseen, priors=note_priors
+    )
+    dev_metrics = evaluate_probs(
+        dev_probs, dev, labels, thresholds, include_unseen=with_unseen, priors=note_priors
+    )
     summary["calibration"] = {
         **calibrator.to_dict(),
         "dev_before": calibration_metrics(raw_dev, dev_targets),
@@ -290,7 +299,9 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
     if cfg.eval.test and "test" in inputs.splits:
         test = inputs.splits["test"]
         test_probs = calibrator.apply(predict_probs(model, test, cfg.train.eval_batch_size, device))
-        test_metrics = evaluate_probs(test_probs, test, labels, thresholds, include_unseen=with_unseen)
+        test_metrics = evaluate_probs(
+            test_probs, test, labels, thresholds, include_unseen=with_unseen, priors=note_priors
+        )
         write_json(run_dir / "test_metrics.json", test_metrics)
         write_predictions(run_dir / "predictions_test.parquet", test_probs, test, labels)
         summary["test"] = test_metrics

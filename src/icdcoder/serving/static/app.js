@@ -86,9 +86,18 @@ async function suggest() {
     selectCode(first ? first.key : null);
     showView(true);
     const n = state.result.codes.filter((c) => c.decision).length;
+    if (state.result.status === "nothing_recognisable") {
+      // no word the model knows: it has nothing to base a code on, so it suggests none
+      setStatus("Nothing recognisable: the note has no word this model knows, so no code is suggested.", true);
+      return;
+    }
     setStatus(
       `${state.result.n_tokens.toLocaleString()} words read` +
         (state.result.truncated ? " (the note was cut to the model's limit)" : "") +
+        (state.result.status === "near_empty"
+          ? ` · only ${state.result.n_known_tokens} known word${state.result.n_known_tokens === 1 ? "" : "s"}: ` +
+            "probabilities held at each code's training frequency"
+          : "") +
         ` · ${n} code${n === 1 ? "" : "s"} above threshold.`
     );
   } catch (e) {
