@@ -207,6 +207,10 @@ def test_published_defaults() -> None:
         "num_filters": 50,
         "dropout": 0.2,
         "attention_layer_norm": False,
+        # informed initialisation (issue 17): off by default, the published initialisation
+        "bias_init": "zero",
+        "code_init": "random",
+        "code_init_synonyms": 4,
     }
     dr = build_model({"name": "dr_caml"}, ctx).config
     assert dr.model_dump()["desc_lambda"] == 0.01

@@ -30,6 +30,7 @@ recall them from the paper and the aehrc/LAAT README command; verify before quot
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -39,11 +40,12 @@ from torch import Tensor, nn
 from icdcoder.models.attention import LabelAttention
 from icdcoder.models.base import Batch, IcdModel, ModelConfig, ModelContext, ModelOutput, register_model
 from icdcoder.models.encoders import BiLSTMEncoder, LabelwiseLinear, WordEmbedding
+from icdcoder.models.init import InformedInitConfig, apply_informed_init, extend_with_synonyms
 
 _INIT_STD = 0.03  # aehrc/LAAT AttentionLayer._init_weights(mean=0.0, std=0.03), biases 0
 
 
-class LAATConfig(ModelConfig):
+class LAATConfig(InformedInitConfig):
     # Defaults: Vu et al. 2020 (IJCAI), MIMIC-III full.
     embed_dim: int = Field(100, ge=1)
     freeze_embeddings: bool = False
@@ -94,6 +96,25 @@ class LAAT(IcdModel):
         self.attention, self.output = _laat_head(
             self.encoder.output_dim, ctx.n_labels, config.d_a, config.attention_layer_norm
         )
+        apply_informed_init(
+            self,
+            config,
+            ctx,
+            bias=self.output.bias,
+            attention=self.attention,
+            output_weight=self.output.weight,
+            encode=self.encode,
+        )
+
+    @classmethod
+    def extend_context(
+        cls,
+        config: ModelConfig,
+        ctx: ModelContext,
+        label_titles: list[str],
+        encode_text: Callable[[str], list[int]],
+    ) -> None:
+        extend_with_synonyms(config, ctx, label_titles, encode_text)  # for `code_init: description`
 
     def encode(self, batch: Batch) -> Tensor:
         h: Tensor = self.encoder(self.embed(batch.token_ids, batch.mask), batch.mask)

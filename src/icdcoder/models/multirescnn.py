@@ -24,16 +24,19 @@ recall them from the paper and the authors' `options.py` / README; verify before
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from pydantic import Field
+from torch import Tensor
 
 from icdcoder.models.attention import LabelAttention
 from icdcoder.models.base import Batch, IcdModel, ModelConfig, ModelContext, ModelOutput, register_model
 from icdcoder.models.encoders import LabelwiseLinear, MultiResCNNEncoder, WordEmbedding
+from icdcoder.models.init import InformedInitConfig, apply_informed_init, extend_with_synonyms
 
 
-class MultiResCNNConfig(ModelConfig):
+class MultiResCNNConfig(InformedInitConfig):
     # Defaults: Li & Yu 2020 (AAAI), MIMIC-III full.
     embed_dim: int = Field(100, ge=1)
     freeze_embeddings: bool = False
@@ -63,8 +66,31 @@ class MultiResCNN(IcdModel):
             dim, ctx.n_labels, mode="linear", layer_norm=config.attention_layer_norm
         )
         self.output = LabelwiseLinear(dim, ctx.n_labels)
+        apply_informed_init(
+            self,
+            config,
+            ctx,
+            bias=self.output.bias,
+            attention=self.attention,
+            output_weight=self.output.weight,
+            encode=self.encode,
+        )
+
+    @classmethod
+    def extend_context(
+        cls,
+        config: ModelConfig,
+        ctx: ModelContext,
+        label_titles: list[str],
+        encode_text: Callable[[str], list[int]],
+    ) -> None:
+        extend_with_synonyms(config, ctx, label_titles, encode_text)  # for `code_init: description`
+
+    def encode(self, batch: Batch) -> Tensor:
+        h: Tensor = self.encoder(self.embed(batch.token_ids, batch.mask), batch.mask)
+        return h
 
     def forward(self, batch: Batch) -> ModelOutput:
-        h = self.encoder(self.embed(batch.token_ids, batch.mask), batch.mask)
+        h = self.encode(batch)
         context, weights = self.attention(h, batch.mask)
         return ModelOutput(logits=self.output(context), attention=weights)
