@@ -22,13 +22,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from icdcoder.cli import calibrate, codes, data, demo, predict, report, serve, train
+    from icdcoder.cli import calibrate, codes, data, demo, predict, quantify, report, serve, train
 
     app.add_typer(data.app, name="data")
     app.add_typer(codes.app, name="codes")
     train.register(app)
     calibrate.register(app)
     predict.register(app)
+    quantify.register(app)
     report.register(app)
     demo.register(app)
     serve.register(app)

@@ -4,7 +4,8 @@
     GET  /healthz          liveness: {"status": "ok", ...}; never needs the token
     GET  /v1/model         the model: name, version, dataset, dev metrics, thresholds, codes with titles
     POST /v1/code          one note  -> ranked codes with title, probability, decision, evidence spans
-    POST /v1/code/batch    several notes -> one result per note, in order
+    POST /v1/code/batch    several notes -> one result per note, in order; with "quantify": true also each
+                           code's estimated prevalence in the batch (inference/quantify.py)
     GET  /openapi.json     the OpenAPI schema (interactive docs at /docs)
 
 POST bodies are JSON (`{"text": ..., "id": ..., "top_k": 10, "evidence": true}`) or, for /v1/code, the
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -41,7 +43,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from icdcoder import __version__
 from icdcoder.errors import IcdcoderError
+from icdcoder.evaluation.quantification import QuantStats
 from icdcoder.inference.predictor import Predictor
+from icdcoder.inference.quantify import collection_matrices, load_quant_stats, quantify_matrices
 from icdcoder.serving.batcher import MicroBatcher, Overloaded
 
 log = logging.getLogger("icdcoder.serving")
@@ -84,6 +88,12 @@ class BatchRequest(_Strict):
     notes: list[NoteIn] = Field(min_length=1)
     top_k: int = Field(10, ge=1)
     evidence: bool = True
+    quantify: bool = Field(
+        False,
+        description="Also estimate each code's prevalence in these notes (CC and PCC; ACC and PACC when the "
+        "model directory holds dev rates, `icdcoder quantify --save-stats`), with bootstrap intervals.",
+    )
+    quantify_top: int = Field(50, ge=1, description="Codes in the prevalence table, highest PCC first.")
 
 
 class EvidenceOut(BaseModel):
@@ -118,6 +128,10 @@ class NoteOut(BaseModel):
 
 class BatchOut(BaseModel):
     results: list[NoteOut]
+    prevalence: dict[str, Any] | None = Field(
+        None,
+        description="With quantify: notes, methods, interval and per code {value, low, high} per method.",
+    )
 
 
 class ErrorOut(BaseModel):
@@ -212,6 +226,9 @@ def _parse_json(text: str, model: type[BaseModel]) -> Any:
 # ---- the app ----------------------------------------------------------------------------------------------
 
 
+_QUANTIFY = ("quantify",)  # batcher options of a prevalence job
+
+
 def static_dir() -> Path:
     return Path(str(importlib.resources.files("icdcoder") / "serving" / "static"))
 
@@ -228,6 +245,9 @@ class _State:
         self.micro_batch = settings.micro_batch or (16 if predictor.device.type == "cuda" else 1)
 
     def run(self, notes: list[tuple[str, str]], options: Hashable) -> list[Any]:
+        if options == _QUANTIFY:  # every code's probability and decision per note, for prevalence
+            probs, decisions = collection_matrices(self.predictor, notes)
+            return list(zip(probs, decisions, strict=True))
         top_k, evidence = cast(tuple[int, bool], options)
         preds = self.predictor.predict(
             notes,
@@ -336,11 +356,20 @@ def create_app(model: Predictor | str | Path, settings: ServerSettings | None = 
         if top_k > settings.max_top_k:
             raise HTTPException(422, f"top_k: at most {settings.max_top_k}.")
 
-    async def run(request: Request, notes: list[tuple[str, str]], top_k: int, evidence: bool) -> list[Any]:
+    # ACC/PACC rates kept in the model directory; stale or unreadable ones are left out (CC/PCC still run)
+    quant_stats: QuantStats | None = None
+    try:
+        quant_stats = load_quant_stats(predictor.loaded)
+    except IcdcoderError as exc:
+        log.warning("quantification statistics not used: %s", exc)
+
+    async def run(
+        request: Request, notes: list[tuple[str, str]], top_k: int, evidence: bool, options: Hashable = None
+    ) -> list[Any]:
         request.state.notes = len(notes)
         request.state.chars = sum(len(t) for _, t in notes)
         try:
-            fut = state.get_batcher().submit(notes, (top_k, evidence))
+            fut = state.get_batcher().submit(notes, options or (top_k, evidence))
         except Overloaded:
             raise HTTPException(
                 503, "the server is busy (queue full); retry shortly.", headers={"Retry-After": "1"}
@@ -435,7 +464,15 @@ def create_app(model: Predictor | str | Path, settings: ServerSettings | None = 
             check_note(n.text, f"notes.{i}.text")
         check_top_k(req.top_k)
         notes = [(n.id if n.id is not None else str(i), n.text) for i, n in enumerate(req.notes)]
-        return JSONResponse({"results": await run(request, notes, req.top_k, req.evidence)})
+        out: dict[str, Any] = {"results": await run(request, notes, req.top_k, req.evidence)}
+        if req.quantify:
+            check_top_k(req.quantify_top)
+            rows = await run(request, notes, 0, False, options=_QUANTIFY)
+            probs = np.stack([p for p, _ in rows])
+            decisions = np.stack([d for _, d in rows])
+            report = quantify_matrices(predictor.loaded, probs, decisions, quant_stats)
+            out["prevalence"] = report.to_json(req.quantify_top)
+        return JSONResponse(out)
 
     static = static_dir()
 

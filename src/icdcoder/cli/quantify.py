@@ -1,0 +1,85 @@
+"""`icdcoder quantify`: each code's estimated prevalence in a collection of notes, with an interval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def quantify(
+        model_dir: Path = typer.Argument(..., help="A model directory (RUN_DIR/model)."),
+        inputs: list[Path] = typer.Argument(
+            ..., help="Note files (UTF-8 text) or directories of .txt notes."
+        ),
+        data: Path | None = typer.Option(
+            None, "--data", help="A prepared dataset whose dev split measures the rates ACC/PACC need."
+        ),
+        save_stats: bool = typer.Option(
+            False, "--save-stats", help="Keep the dev rates measured with --data in the model directory."
+        ),
+        methods: str = typer.Option(
+            "", "--methods", help="Comma-separated cc, pcc, acc, pacc (default: all that the rates allow)."
+        ),
+        top: int = typer.Option(20, "--top", min=0, help="Codes to show, highest PCC first (0: all)."),
+        level: float = typer.Option(0.95, "--level", min=0.5, max=0.999, help="Interval coverage."),
+        n_boot: int = typer.Option(200, "--n-boot", min=0, help="Bootstrap resamples of the notes."),
+        seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+        as_json: bool = typer.Option(False, "--json", help="JSON output (every code unless --top)."),
+    ) -> None:
+        """Estimate how many notes of a collection have each code: classify-and-count (CC), probabilistic
+        CC (PCC), and both adjusted by the model's dev true/false positive rates (ACC, PACC), each with a
+        bootstrap interval over the notes."""
+        from icdcoder.errors import IcdcoderError
+        from icdcoder.evaluation.quantification import METHODS, QuantStats
+        from icdcoder.inference.predictor import Predictor
+        from icdcoder.inference.quantify import (
+            dev_quant_stats,
+            load_quant_stats,
+            quantify_notes,
+            save_quant_stats,
+        )
+        from icdcoder.inference.reading import collect_note_files, read_note
+
+        chosen = [m.strip() for m in methods.split(",") if m.strip()] or None
+        for m in chosen or []:
+            if m not in METHODS:
+                raise IcdcoderError(f"unknown quantification method {m!r}.", fix=f"use {', '.join(METHODS)}.")
+        if save_stats and data is None:
+            raise IcdcoderError("--save-stats needs --data (the dev split to measure the rates on).")
+        files = collect_note_files(inputs)
+        notes = [(f.stem, read_note(f)) for f in files]
+        predictor = Predictor(model_dir)
+        lm = predictor.loaded
+        stats: QuantStats | None
+        if data is not None:
+            stats = dev_quant_stats(lm, data)
+            if save_stats:
+                where = save_quant_stats(lm, stats)
+                typer.echo(f"dev rates saved to {where}", err=True)
+        else:
+            stats = load_quant_stats(lm)
+        report = quantify_notes(predictor, notes, stats, chosen, level=level, n_boot=n_boot, seed=seed)
+        if as_json:
+            typer.echo(json.dumps(report.to_json(top or None), indent=2, ensure_ascii=False))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        names = list(report.estimates)
+        table = Table(
+            title=f"Estimated prevalence in {report.n_notes} notes ({level:.0%} bootstrap intervals)"
+        )
+        table.add_column("code")
+        table.add_column("title", overflow="fold")
+        for m in names:
+            table.add_column(m.upper(), justify="right")
+        for row in report.rows(top or None):
+            cells = [f"{row[m]['value']:.3f} [{row[m]['low']:.3f}, {row[m]['high']:.3f}]" for m in names]
+            table.add_row(row["key"], row["title"], *cells)
+        Console().print(table)
+        if stats is None:
+            typer.echo("ACC/PACC need dev rates: pass --data DATA (and --save-stats to keep them).", err=True)
