@@ -89,7 +89,9 @@ _SEED = typer.Option(0, "--seed", help="Seed of the hash-based split assignment.
 
 @prepare_app.command("jsonl")
 def prepare_jsonl_cmd(
-    file: Path = typer.Argument(..., help="JSON Lines file: {id, text, codes[, split]} per line."),
+    file: Path = typer.Argument(
+        ..., help="JSON Lines file: {id, text, codes[, split][, spans]} per line (spans: docs/DATA.md)."
+    ),
     out: Path = _OUT,
     system: str | None = _SYSTEM,
     sep: str = _SEP,
