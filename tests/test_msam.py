@@ -156,7 +156,7 @@ def test_prior_bias_option() -> None:
         embeddings=emb,
         label_synonym_token_ids=synonym_rows(2),
         n_train_docs=10,
-        extras={"label_train_counts": [1, 5, 0, 10, 2, 2, 9]},
+        label_train_counts=[1, 5, 0, 10, 2, 2, 9],
     )
     cfg = {"name": "msam", "encoder": "cnn", "embed_dim": 6, "num_filters": 4, "kernel_size": 3}
     cfg["synonyms"] = 2
@@ -167,7 +167,7 @@ def test_prior_bias_option() -> None:
     np.testing.assert_allclose(prior.bias.detach().numpy(), want, rtol=1e-5)
     # training without the counts is refused rather than silently starting at 0
     ctx.init_from_pretrained = True
-    ctx.extras = {}
+    ctx.label_train_counts = []
     with pytest.raises(ConfigError, match="training label counts"):
         build_model({**cfg, "bias": "prior"}, ctx)
 

@@ -63,6 +63,7 @@ from icdcoder.errors import ConfigError
 from icdcoder.models.attention import masked_softmax
 from icdcoder.models.base import Batch, IcdModel, ModelConfig, ModelContext, ModelOutput, register_model
 from icdcoder.models.encoders import BiLSTMEncoder, ConvEncoder, WordEmbedding
+from icdcoder.models.init import prior_log_odds
 from icdcoder.models.msmn import synonym_token_rows
 from icdcoder.models.plm_icd import PLMICDConfig, _build_encoder, _pretrained_dir, to_hf_ids
 from icdcoder.text.batching import segment_bounds
@@ -142,13 +143,6 @@ def multi_synonym_attention(
     return torch.cat(contexts, dim=1), torch.cat(weights, dim=1) if want_weights else None
 
 
-def _prior_log_odds(counts: list[int], n_docs: int) -> Tensor:
-    """log(p / (1 − p)) of each code's training prevalence, counts clipped to [0.5, n − 0.5]."""
-    n_docs = max(n_docs, 1)
-    n = torch.tensor(counts, dtype=torch.float64).clamp(0.5, n_docs - 0.5)
-    return torch.log(n / (n_docs - n)).float()
-
-
 # -- the model -----------------------------------------------------------------------------------------------
 @register_model("msam")
 class MSAM(IcdModel):
@@ -203,18 +197,17 @@ class MSAM(IcdModel):
         self.w_v = nn.Linear(d_q, d)
         self.bias: nn.Parameter | None = None
         if config.bias == "prior":
-            counts = list(
-                getattr(ctx, "label_train_counts", None) or ctx.extras.get("label_train_counts", [])
-            )
-            if counts:
-                self.bias = nn.Parameter(_prior_log_odds(list(counts), ctx.n_train_docs))
-            elif ctx.init_from_pretrained:
+            if ctx.init_from_pretrained and not (ctx.label_train_counts and ctx.n_train_docs):
                 raise ConfigError(
                     "model.bias: prior needs the training label counts in the model context.",
                     fix="train through `icdcoder train`, or use model.bias: none.",
                 )
-            else:  # loading a model directory: the saved bias replaces it
-                self.bias = nn.Parameter(torch.zeros(ctx.n_labels))
+            # at load time (no counts) the saved bias replaces the zeros
+            self.bias = nn.Parameter(
+                prior_log_odds(ctx.label_train_counts, ctx.n_train_docs)
+                if ctx.label_train_counts
+                else torch.zeros(ctx.n_labels)
+            )
         self.register_buffer("synonym_matrix", torch.zeros(ctx.n_labels, m, d_q))
         if config.encoder != "hf" or ctx.init_from_pretrained:
             # encoded once, frozen; at load time the saved buffer replaces it
