@@ -190,10 +190,11 @@ def test_rdrop_kl_hand_computed() -> None:
     assert rdrop_kl(a, b, "bernoulli").item() == pytest.approx(expected)
     p, q = F.softmax(a, -1), F.softmax(b, -1)
     kl = lambda x, y: float((x * (x / y).log()).sum())  # noqa: E731
-    assert rdrop_kl(a, b, "softmax_labels").item() == pytest.approx(0.5 * (kl(p, q) + kl(q, p)))
-    # summed over the batch (the R-Drop reference reduction)
+    # the authors' compute_kl_loss: each direction's element-wise KL averaged over the B × C = 2 entries
+    assert rdrop_kl(a, b, "softmax_labels").item() == pytest.approx(0.5 * (kl(p, q) + kl(q, p)) / 2)
+    # a mean, not a sum: repeating the batch leaves it unchanged
     assert rdrop_kl(torch.cat([a, a]), torch.cat([b, b]), "softmax_labels").item() == pytest.approx(
-        2 * rdrop_kl(a, b, "softmax_labels").item()
+        rdrop_kl(a, b, "softmax_labels").item()
     )
     assert rdrop_kl(a, a, "bernoulli").item() == 0.0
 

@@ -8,15 +8,17 @@ Z = tanh(W H) split into M heads of h/M; head m of code c is queried by u_{c,m} 
 over tokens weights the FULL h-dim states H; max-pool over heads, then rep dropout → v_c. Score (Table 5):
 "biaffine" v_cᵀ(W q_c + b_w) + w_bᵀ q_c + b (authors' `est_cls=1`), "dot" v_cᵀ q_c + w_bᵀ q_c + b, or
 "labelwise" ⟨w_c, v_c⟩ + b_c (LAAT's per-code output); q_c = max over the synonyms. Absent synonym slots
-(synonym_policy "drop") are masked out of both maxima.
+(synonym_policy "drop") are masked out of both maxima. Small-data options (issue 17, off by default):
+`per_code_bias` adds a free b_c to the biaffine/dot score, `bias_init: prior` starts it (or labelwise b_c)
+at the training prevalence's log-odds; `synonym_pooling: padded` reproduces the authors' pooling over padded
+synonym positions (see the option's comment; ours excludes padding, which we take to be the intent).
 
 Loss: BCE plus R-Drop (α = 5): two dropout passes of the text side (one batch of 2B; the code features are
 computed once per step and shared, as in the authors' code), BCE averaged, plus α × symmetric KL. Default
 `rdrop_kl: bernoulli` = ½[KL(p‖q)+KL(q‖p)] of each code's own Bernoulli output, averaged like the BCE: the
 model predicts independent sigmoids, so this is the divergence R-Drop intends. `rdrop_kl: softmax_labels`
-is the seed's quirk (`compute_kl_loss`: KL between softmaxes over the label dimension, summed over the batch
-as in the R-Drop reference snippet the code copies [verify the reduction]); it changes the numbers, hence an
-option, not the default.
+is the seed's quirk (`compute_kl_loss`: KL between softmaxes over the label dimension, each direction averaged
+over the B × C entries, as the authors' code does); it changes the numbers, hence an option, not the default.
 
 Memory (paper §3.6): the naive form materialises B×C×M×T scores and B×C×M×h contexts. The default (lean)
 form computes the same numbers one code chunk and one head at a time in `ChunkedMultiSynonymAttention`, an
@@ -53,6 +55,7 @@ from icdcoder.errors import ConfigError
 from icdcoder.models.attention import masked_softmax
 from icdcoder.models.base import Batch, IcdModel, ModelConfig, ModelContext, ModelOutput, register_model
 from icdcoder.models.encoders import BiLSTMEncoder, LabelwiseLinear, WordEmbedding
+from icdcoder.models.init import init_prior_bias
 
 _UNK_ID = 1  # icdcoder.text.vocab: 0 = <pad>, 1 = <unk>
 
@@ -76,6 +79,17 @@ class MSMNConfig(ModelConfig):
     synonym_selection: Literal["random", "ranked"] = "random"
     synonym_seed: int = 0
     label_chunk_size: int = Field(512, ge=1)  # codes per attention chunk (memory vs. speed)
+    # Small data (issue 17): a free per-code bias b_c added to every scoring form's logit. The biaffine
+    # score's only bias terms are functions of the code's synonyms (w_bᵀ q_c + b), so a code cannot learn its
+    # own base rate from a handful of notes; off (the seed) by default.
+    per_code_bias: bool = False
+    # "prior": the per-code bias (or labelwise scoring's b_c) starts at the training prevalence's log-odds.
+    bias_init: Literal["zero", "prior"] = "zero"
+    # How a synonym's token states are max-pooled: "real" (default) over its own tokens only; "padded" as the
+    # authors' code does, over the positions of the synonym padded to the longest synonym too, where the
+    # encoder's output is proj(0) (the `reduce_linear` bias when rnn_dim != attention_dim, else 0), so a
+    # shorter synonym's feature is max(its tokens, that constant). Equal-length synonyms: the same numbers.
+    synonym_pooling: Literal["real", "padded"] = "real"
     synonym_chunk_size: int = Field(4096, ge=1)  # synonym strings per encoder chunk in training
 
 
@@ -83,10 +97,12 @@ def rdrop_kl(a: Tensor, b: Tensor, kind: str) -> Tensor:
     """Symmetric KL between two passes' logits [B, C] (see the module docstring)."""
     if kind == "bernoulli":  # ½[KL(p‖q) + KL(q‖p)] = ½ (p − q)(logit p − logit q), per entry
         return (0.5 * (torch.sigmoid(a) - torch.sigmoid(b)) * (a - b)).mean()
+    # The authors' compute_kl_loss: element-wise kl_div(reduction="none") of the label softmaxes, each
+    # direction's mean over the B × C entries, then their average.
     la, lb = F.log_softmax(a, dim=-1), F.log_softmax(b, dim=-1)
     return 0.5 * (
-        F.kl_div(la, lb, reduction="sum", log_target=True)
-        + F.kl_div(lb, la, reduction="sum", log_target=True)
+        F.kl_div(la, lb, reduction="none", log_target=True).mean()
+        + F.kl_div(lb, la, reduction="none", log_target=True).mean()
     )
 
 
@@ -282,6 +298,16 @@ class MSMN(IcdModel):
             if config.scoring == "biaffine":
                 self.biaffine_w = nn.Linear(dim, dim)
         self._register_synonyms(ctx, m)
+        if config.per_code_bias:
+            self.code_bias = nn.Parameter(torch.zeros(ctx.n_labels))
+        if config.bias_init == "prior" and ctx.init_from_pretrained:
+            target = self.output.bias if config.scoring == "labelwise" else getattr(self, "code_bias", None)
+            if target is None:
+                raise ConfigError(
+                    "model.bias_init: prior needs a per-code bias.",
+                    fix="set model.per_code_bias: true (or scoring: labelwise).",
+                )
+            init_prior_bias(target, ctx)
 
     def _register_synonyms(self, ctx: ModelContext, m: int) -> None:
         rows = ctx.label_synonym_token_ids
@@ -367,6 +393,12 @@ class MSMN(IcdModel):
                 else:
                     parts.append(self._encode_synonym_chunk(ids, lengths, packed))
             feats = torch.cat(parts)
+        if self.cfg.synonym_pooling == "padded":
+            # The authors' pooling: a synonym shorter than the longest one also max-pools its padded
+            # positions, whose encoder output is proj(0).
+            pad_value = self.proj(feats.new_zeros(1, self.lstm.output_dim))
+            short = (self.syn_lengths < self.syn_lengths.max())[:, None]
+            feats = torch.where(short, torch.maximum(feats, pad_value), feats)
         q = feats.new_zeros(self.present.numel(), feats.shape[1]).index_copy(0, self.syn_slot, feats)
         return q.view(*self.present.shape, -1)
 
@@ -432,6 +464,8 @@ class MSMN(IcdModel):
             logits = self.output(v)
         else:
             logits = torch.einsum("bcd,cd->bc", v, code[1]) + code[2]
+        if self.cfg.per_code_bias:
+            logits = logits + self.code_bias
         if two:
             first, second = logits.chunk(2)
             return ModelOutput(logits=first, extras={"logits_rdrop": second})
