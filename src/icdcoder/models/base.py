@@ -99,6 +99,20 @@ class ModelOutput:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class TrainingCorpus:
+    """What `IcdModel.fit_priors` may learn from before gradient training (PLANT: MI table, L2R model,
+    pre-trained language model): the encoded training notes, their label indices, unlabelled texts encoded
+    with the same vocabulary, the vocabulary itself (for cache fingerprints), the seed and a cache folder."""
+
+    train_token_ids: list[np.ndarray]
+    train_targets: list[list[int]]
+    extra_token_ids: list[np.ndarray]
+    vocab_words: list[str]
+    seed: int = 0
+    cache_dir: Any = None  # a Path, or None for the default under icdcoder's cache
+
+
 class IcdModel(nn.Module):
     """Base class: subclasses set `name` and `Config` and implement `forward`."""
 
@@ -172,6 +186,18 @@ class IcdModel(nn.Module):
         """Optional hook: the trainer calls it before every training micro-batch with the number of optimizer
         steps done so far, the planned total and the 0-based epoch (e.g. for JLAN's truncation-loss
         schedule). Default: ignore."""
+
+    def fit_priors(self, corpus: TrainingCorpus) -> dict[str, Any] | None:
+        """Optional hook, called once at training time after construction and before the trainer (not on
+        resume): fit data-derived parts from the training split. Whatever it fits must be parameters or
+        persistent buffers, so the model directory saves it. Returns a JSON summary for run.json, or None
+        (the default: nothing to fit)."""
+        return None
+
+    def optimizer_groups(self) -> list[tuple[str, list[nn.Parameter], float]] | None:
+        """Optional: named parameter groups with a learning-rate multiplier each (discriminative
+        fine-tuning); parameters left out get multiplier 1. None (the default): one learning rate."""
+        return None
 
     def fit_corpus(self, train: list[Document], dev: list[Document], label_keys: list[str]) -> dict[str, Any]:
         """Models with `trainable = False`: learn tables from train and tune a few hyperparameters on dev

@@ -88,16 +88,26 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if _no_decay(name, p) else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr)
+    """AdamW over the trainable parameters; a model's `optimizer_groups` (discriminative fine-tuning) scale
+    train.lr per group, and each group is split into decayed and not-decayed parameters."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    spec = model.optimizer_groups() if isinstance(model, IcdModel) else None
+    seen: set[int] = set()
+    plan: list[tuple[list[nn.Parameter], float]] = []
+    for _, params, mult in spec or []:
+        plan.append(([p for p in params if id(p) not in seen], mult))
+        seen.update(id(p) for p in params)
+    plan.append(([p for p in model.parameters() if id(p) not in seen], 1.0))
+    groups: list[dict[str, Any]] = []
+    for params, mult in plan:
+        live = [p for p in params if p.requires_grad]
+        for wd, members in (
+            (cfg.weight_decay, [p for p in live if not _no_decay(names[id(p)], p)]),
+            (0.0, [p for p in live if _no_decay(names[id(p)], p)]),
+        ):
+            if members:
+                groups.append({"params": members, "weight_decay": wd, "lr": cfg.lr * mult})
+    return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 def linear_schedule(
