@@ -85,6 +85,10 @@ def test_server_and_cli_say_nothing_recognisable(model_dir: Path, tmp_path: Path
         assert r.status_code == 200
         body = r.json()
         assert body["status"] == "nothing_recognisable" and body["codes"] == []
+        bad = client.post(
+            "/v1/code", content=b'{"text": "fever \\ud800"}', headers={"Content-Type": "application/json"}
+        )
+        assert bad.status_code == 400 and "surrogate" in bad.json()["detail"]
         ok = client.post("/v1/code", json={"text": "History of essential hypertension and persistent fever."})
         assert ok.json()["status"] in ("ok", "near_empty")
     note = tmp_path / "zz.txt"

@@ -71,6 +71,9 @@ def register(app: typer.Typer) -> None:
         cfg = load_config(config, ["data.source=prepared", f"data.path={data_dir}", *set_])
         run_dir = out / "run"
         if run_dir.exists():
+            from icdcoder.io import check_replaceable
+
+            check_replaceable(run_dir, overwrite=True)  # never delete a folder icdcoder did not write
             shutil.rmtree(run_dir)
         summary = run_experiment(cfg, run_dir)
         console.print(

@@ -23,18 +23,23 @@ def register(app: typer.Typer) -> None:
 
         from icdcoder.errors import IcdcoderError
         from icdcoder.hybrid_training import train_any
+        from icdcoder.io import check_replaceable, mark_output
         from icdcoder.training.config import load_config
 
         cfg = load_config(config, set_)
         is_main = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 manages the run directory
-        if is_main and out.exists() and any(out.iterdir()) and not resume:
+        if is_main and out.exists() and (not out.is_dir() or any(out.iterdir())) and not resume:
             if not overwrite:
                 raise IcdcoderError(
                     "run directory exists.",
                     path=out,
                     fix="pass --resume to continue it, --overwrite to start again, or a new --out.",
                 )
+            check_replaceable(out, overwrite=True)  # only a run icdcoder wrote, never another folder
             shutil.rmtree(out)
+        if is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            mark_output(out, "run")
         summary = train_any(cfg, out, resume=resume)
         _print_metrics(summary)
 

@@ -217,6 +217,12 @@ def _parse_json(text: str, model: type[BaseModel]) -> Any:
         ) from None
     if not isinstance(data, dict):
         raise HTTPException(422, "the body must be a JSON object.")
+    try:  # JSON escapes can spell lone UTF-16 surrogates ("\\ud800"), which no UTF-8 text can hold
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise HTTPException(
+            400, f"the JSON holds a lone UTF-16 surrogate ({exc.object[exc.start]!r}); send valid Unicode."
+        ) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -141,6 +141,15 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> Experiment
             path=source,
             fix="pass --set data.path=DIR (a directory made by `icdcoder data prepare`).",
         )
+    if cfg.data.source == "codiesp" and cfg.data.path:
+        # data.path names a prepared dataset; with source=codiesp it would be ignored and the run would
+        # silently train on CodiEsp while its config.yaml records the other path.
+        raise ConfigError(
+            f"data.path is {cfg.data.path!r} but data.source is 'codiesp' (reads CodiEsp, not that path).",
+            path=source,
+            fix="also pass --set data.source=prepared to train on that prepared dataset, or use "
+            "data.codiesp_path for a full CodiEsp download.",
+        )
     if cfg.train.batch_size % cfg.train.grad_accum:
         raise ConfigError(
             f"train.batch_size {cfg.train.batch_size} is not divisible by train.grad_accum "

@@ -36,7 +36,8 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from icdcoder.data.document import SPLITS, Document
-from icdcoder.errors import DataError, IcdcoderError
+from icdcoder.errors import DataError
+from icdcoder.io import check_replaceable
 from icdcoder.ontology.systems import Code
 
 SPLIT_TABLES: tuple[str, ...] = ("mimic3-full", "mimic3-50", "mimic3-clean", "mimic4-icd9", "mimic4-icd10")
@@ -743,12 +744,7 @@ def split_report(
 
 def check_output_free(out: Path, overwrite: bool) -> None:
     """Refuse an existing non-empty output before hours of reading, not after (same rule as the writer)."""
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
-        raise IcdcoderError(
-            "output directory already exists and is not empty.",
-            path=out,
-            fix="choose another --out or pass --overwrite.",
-        )
+    check_replaceable(out, overwrite)
 
 
 def write_corpus(reader: MimicReader, out: Path, source: str, overwrite: bool) -> dict[str, Any]:

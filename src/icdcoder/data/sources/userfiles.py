@@ -315,6 +315,15 @@ def _jsonl_rows(path: Path, system: str | None, sep: str, report: UserFileReport
                 raise DataError(
                     f"expected a JSON object, found {type(obj).__name__}.", path=path, line=lineno
                 )
+            try:  # a JSON escape can spell a lone UTF-16 surrogate ("\\ud800"), which UTF-8 cannot store
+                json.dumps(obj, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise DataError(
+                    f"the row holds a lone UTF-16 surrogate ({exc.object[exc.start]!r}), not valid Unicode.",
+                    path=path,
+                    line=lineno,
+                    fix="re-export the file as UTF-8 text (a surrogate pair must come whole).",
+                ) from None
             missing = [k for k in REQUIRED if k not in obj]
             if missing:
                 raise _missing_fields_error(path, "key", missing, list(obj), lineno, flag=False)
@@ -392,7 +401,9 @@ def _csv_rows(
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # notes can exceed the 128 KiB default
     ids = _IdRegistry(path)
     with open(path, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
+        # strict: a quote inside a quoted field that is not doubled is an error, not a field that runs on
+        # over the following rows (one stray quote would otherwise merge rows and their codes silently)
+        reader = _strict_rows(csv.reader(fh, delimiter=delimiter, strict=True), path)
         header = next(reader, None)
         if header is None:
             raise DataError("empty file (no header row).", path=path, fix="add a header: id,text,codes.")
@@ -435,6 +446,32 @@ def _csv_rows(
                 meta={h: row[i] for i, h in extra},
                 evidence=_spans(spans, text, codes, system, path, lineno),
             )
+
+
+class _strict_rows:
+    """A csv reader whose quoting errors become a DataError naming the line where the bad record starts."""
+
+    def __init__(self, reader: Any, path: Path) -> None:
+        self.reader, self.path = reader, path
+
+    @property
+    def line_num(self) -> int:
+        return int(self.reader.line_num)
+
+    def __iter__(self) -> _strict_rows:
+        return self
+
+    def __next__(self) -> list[str]:
+        start = self.reader.line_num + 1
+        try:
+            return list(next(self.reader))
+        except csv.Error as exc:
+            raise DataError(
+                f"malformed CSV quoting in the record starting at line {start} ({exc}).",
+                path=self.path,
+                line=start,
+                fix='quote the whole field and double each quote inside it, e.g. "Pt says ""hi"" today".',
+            ) from None
 
 
 def iter_csv(
