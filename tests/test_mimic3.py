@@ -522,7 +522,7 @@ def test_existing_output_refused_before_reading(tmp_path: Path) -> None:
 
 
 def test_bad_split_name() -> None:
-    with pytest.raises(DataError, match="full, 50 or clean"):
+    with pytest.raises(DataError, match="full, 50, clean or rare50"):
         list(iter_mimic3(Path("."), "top50"))
 
 

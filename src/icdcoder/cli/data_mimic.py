@@ -37,7 +37,7 @@ def register(prepare_app: typer.Typer) -> None:
                 "--mimic-dir", help=_MIMIC_DIR_HELP.format("NOTEEVENTS, DIAGNOSES_ICD, PROCEDURES_ICD")
             ),
         ],
-        split: Annotated[str, typer.Option("--split", help="full, 50 or clean.")],
+        split: Annotated[str, typer.Option("--split", help="full, 50, clean or rare50.")],
         out: Annotated[Path, typer.Option("--out", help="Prepared-dataset directory to write.")],
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
         top50_codes: Annotated[
@@ -57,7 +57,7 @@ def register(prepare_app: typer.Typer) -> None:
         diagnoses: Annotated[Path | None, typer.Option("--diagnoses", help="DIAGNOSES_ICD file.")] = None,
         procedures: Annotated[Path | None, typer.Option("--procedures", help="PROCEDURES_ICD file.")] = None,
     ) -> None:
-        """MIMIC-III v1.4 discharge summaries: CAML's full / top-50 splits or Edin et al.'s clean split."""
+        """MIMIC-III v1.4 discharge summaries: CAML's full / top-50, Edin's clean or KEPT's rare-50 split."""
         from icdcoder.data.sources.mimic3 import prepare_mimic3
 
         stats = prepare_mimic3(

@@ -28,6 +28,11 @@ What a document is (the choices of the seed papers, followed so the published co
     crosses rank 50). LAAT's top-50 differs from CAML's in one code (93.90 instead of 37.23): pass
     `top_codes_file` (e.g. CAML's TOP_50_CODES.csv) to use an explicit list. Admissions are kept as the
     ID files list them, even if left without a code (counted in stats).
+  - `rare50`: the MIMIC-III-rare50 few-shot setting of Yang et al. (KEPT, 2022), PLANT's Table 5: the
+    admissions of the shipped `resources/mimic3_rare50/rare50_split.csv` (249 / 20 / 142) in its splits, the
+    label space its 50 rare codes, each admission's codes read from DIAGNOSES_ICD / PROCEDURES_ICD and
+    restricted to them. Admissions are kept as listed; the stats count those whose codes differ from the
+    file's (`rare50_code_mismatches`).
   - `clean`: Edin et al. Codes occurring in fewer than `min_code_count` (10) admissions, counted over
     every admission with a discharge summary in the input (before splitting), are removed, then
     admissions without codes; membership from Edin's `mimiciii_clean_splits.feather` (38,401 / 5,577 /
@@ -36,6 +41,10 @@ What a document is (the choices of the seed papers, followed so the published co
 
 from __future__ import annotations
 
+import csv
+import functools
+import importlib.resources
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,7 +94,7 @@ __all__ = [
     "read_code_list",
 ]
 
-MIMIC3_SPLITS: tuple[str, ...] = ("full", "50", "clean")
+MIMIC3_SPLITS: tuple[str, ...] = ("full", "50", "clean", "rare50")
 MIMIC3_PUBLISHED_COUNTS: dict[str, dict[str, int]] = {
     s: PUBLISHED_COUNTS[f"mimic3-{s}"] for s in MIMIC3_SPLITS
 }
@@ -133,7 +142,7 @@ PROCEDURES_ICD = CsvSpec(
 def _check_split(split: str) -> str:
     s = str(split).strip().lower()
     if s not in MIMIC3_SPLITS:
-        raise DataError(f"unknown MIMIC-III split {split!r}.", fix="use --split full, 50 or clean.")
+        raise DataError(f"unknown MIMIC-III split {split!r}.", fix="use --split full, 50, clean or rare50.")
     return s
 
 
@@ -142,7 +151,34 @@ def _membership(split: str) -> SplitMembership:
         return SplitMembership.from_ids("mimic3-full (CAML)", caml_split_ids("full"))
     if split == "50":
         return SplitMembership.from_ids("mimic3-50", caml_split_ids("50"))
+    if split == "rare50":
+        table: dict[str, list[int]] = {s: [] for s in SPLITS}
+        for hadm, (part, _) in rare50_table().items():
+            table[part].append(hadm)
+        return SplitMembership.from_ids("mimic3-rare50", table)
     return SplitMembership.from_ids("mimic3-clean", load_split_ids("mimic3-clean"))
+
+
+@functools.cache
+def rare50_table() -> dict[int, tuple[str, tuple[str, ...]]]:
+    """The shipped MIMIC-III-rare50 split: HADM_ID → (split, its rare codes as `system:code` keys)."""
+    res = importlib.resources.files("icdcoder") / "resources" / "mimic3_rare50" / "rare50_split.csv"
+    where = "icdcoder/resources/mimic3_rare50/rare50_split.csv"
+    out: dict[int, tuple[str, tuple[str, ...]]] = {}
+    reader = csv.DictReader(io.StringIO(res.read_text(encoding="utf-8")))
+    for lineno, row in enumerate(reader, start=2):
+        try:
+            hadm, part = int(row["HADM_ID"]), row["split"].strip()
+        except (KeyError, TypeError, ValueError):
+            raise DataError("bad row in the rare50 split file.", path=where, line=lineno) from None
+        keys = []
+        for raw in (row.get("codes") or "").split(";"):
+            key = _code_list_key(raw.strip()) if raw.strip() else None
+            if key is None or part not in SPLITS or hadm in out:
+                raise DataError("bad code, split or repeated HADM_ID.", path=where, line=lineno)
+            keys.append(key)
+        out[hadm] = (part, tuple(keys))
+    return out
 
 
 def read_code_list(path: Path) -> list[str]:
@@ -337,6 +373,8 @@ class _Mimic3(MimicReader):
             opts["top_codes"] = "explicit list" if self.explicit_codes else "computed (CAML)"
         if self.split == "clean":
             opts["min_code_count"] = self.min_code_count
+        if self.split == "rare50":
+            opts["label_space"] = "the 50 codes of resources/mimic3_rare50 (KEPT)"
         return opts
 
     def _load(self, tmp: Path) -> Corpus:
@@ -358,7 +396,18 @@ class _Mimic3(MimicReader):
         report: dict[str, Any] = {"notes": note_counts, "codes": code_counts}
         allowed: np.ndarray | None = None
         require_codes = True
-        if self.split in ("50", "clean"):
+        if self.split == "rare50":
+            require_codes = False
+            listed = rare50_table()
+            label_space = sorted({k for _, keys in listed.values() for k in keys})
+            counts = codes.counts(all_ids)
+            report["label_space"] = {
+                "source": "MIMIC-III-rare50 (KEPT, Yang et al. 2022), resources/mimic3_rare50",
+                "codes": label_space,
+                "not_in_data": [c for c in label_space if c not in counts],
+            }
+            allowed = codes.mask(label_space)
+        elif self.split in ("50", "clean"):
             counts = codes.counts(all_ids)
             if self.split == "50":
                 require_codes = False
@@ -400,7 +449,15 @@ class _Mimic3(MimicReader):
             )
         report["splits"] = split_report(self.name, membership, with_note, produced)
         report["dropped_without_codes"] = {s: len(with_note[s]) - produced[s] for s in SPLITS}
-        if self.split == "50":
+        if self.split == "rare50":
+            listed = rare50_table()
+            report["rare50_code_mismatches"] = sum(
+                1
+                for s in SPLITS
+                for h in kept[s].tolist()
+                if set(codes.codes_of(int(h), allowed)) != set(listed[int(h)][1])
+            )
+        if self.split in ("50", "rare50"):
             report["documents_without_codes"] = {
                 s: int((codes.n_codes(kept[s], allowed) == 0).sum()) for s in SPLITS
             }

@@ -47,6 +47,7 @@ PUBLISHED_COUNTS: dict[str, dict[str, int]] = {
     "mimic3-full": {"train": 47_719, "dev": 1_631, "test": 3_372},
     "mimic3-50": {"train": 8_066, "dev": 1_573, "test": 1_729},
     "mimic3-clean": {"train": 38_401, "dev": 5_577, "test": 8_734},
+    "mimic3-rare50": {"train": 249, "dev": 20, "test": 142},  # KEPT (Yang et al. 2022)
     "mimic4-icd9": {"train": 154_542, "dev": 21_980, "test": 32_804},
     "mimic4-icd10": {"train": 89_099, "dev": 13_378, "test": 19_802},
 }
