@@ -45,7 +45,7 @@ class MentionMemoryConfig(ModelConfig):
     smoothing: float = 1.0  # pseudo-count of the precision prior
     prior: float = 0.5  # precision of a mention never found in train notes
     # Tuned on dev (every combination; notes are matched once at the lowest similarity):
-    min_similarity: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    min_similarity: tuple[float, ...] = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     longest_only: tuple[bool, ...] = (True, False)
     gamma: tuple[float, ...] = (1.0, 2.0, 4.0)
     floor_logit: float = -20.0
