@@ -52,11 +52,34 @@ def register(app: typer.Typer) -> None:
         predictions: Path | None = typer.Option(
             None, "--predictions", help="Write per-document probabilities (parquet) here."
         ),
+        plots: Path | None = typer.Option(
+            None,
+            "--plots",
+            help="Write the split's reliability diagram (reliability-SPLIT.png) into this folder.",
+        ),
     ) -> None:
         """Evaluate a model directory on a split of a prepared dataset, at its stored thresholds."""
         from icdcoder.training.evaluate import evaluate_model_dir
 
         metrics = evaluate_model_dir(model_dir, data, split, predictions)
+        if plots is not None:
+            from icdcoder.evaluation.reliability import plot_reliability, reliability_bins
+            from icdcoder.modeldir import load_model_dir
+            from icdcoder.training.data import target_matrix
+            from icdcoder.training.evaluate import model_dir_probs
+
+            lm = load_model_dir(model_dir)
+            encoded, raw = model_dir_probs(lm, data, split)
+            y = target_matrix(encoded, len(lm.labels))
+            curves = {"uncalibrated": reliability_bins(raw, y)}
+            if lm.calibration.method != "none":
+                curves[lm.calibration.method] = reliability_bins(lm.calibration.apply(raw), y)
+            png = plot_reliability(
+                curves,
+                plots / f"reliability-{split}.png",
+                title=f"{lm.metadata.get('model', 'model')} on {split} ({len(encoded)} notes)",
+            )
+            typer.echo(f"reliability diagram: {png}", err=True)
         if as_json:
             typer.echo(json.dumps(metrics, indent=2, sort_keys=True))
         else:

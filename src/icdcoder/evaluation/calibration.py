@@ -6,6 +6,9 @@ they are usually over- or under-confident. A `Calibrator` maps a probability p t
 - `none`         a = 1, b = 0 (identity; the stored probabilities are the model's own).
 - `temperature`  a = 1/T, b = 0, one T for all codes (Guo et al., 2017), T minimising dev BCE.
 - `platt`        a > 0 and b for all codes (Platt, 1999), minimising dev BCE.
+- `platt_per_code`  the global Platt map, replaced by a code's own (a_c, b_c) for every code with at least
+                 `min_positives` dev positives and as many negatives, when that map lowers the code's own
+                 dev BCE (an option: the per-code maps differ, so rankings within a note can change).
 
 Both fitted maps are strictly increasing, so every ranking metric and AUC is unchanged and a global threshold
 tuned after calibration makes the same dev decisions as one tuned before; only the probabilities a user reads
@@ -34,8 +37,9 @@ from scipy.special import expit, log_expit
 from icdcoder.errors import ModelDirError
 from icdcoder.evaluation.thresholds import as_numpy
 
-CalibrationMethod = Literal["none", "temperature", "platt"]
-METHODS: tuple[str, ...] = ("none", "temperature", "platt")
+CalibrationMethod = Literal["none", "temperature", "platt", "platt_per_code"]
+METHODS: tuple[str, ...] = ("none", "temperature", "platt", "platt_per_code")
+PER_CODE_MIN_POSITIVES = 20  # dev positives (and negatives) a code needs for its own Platt map
 DEFAULT_BINS = 20
 METRIC_KEYS: tuple[str, ...] = ("ece", "mece", "brier")  # what `CalibrationMetrics.compute` returns
 # Probabilities are clipped this far from 0 and 1 before taking logits (float32 sigmoids saturate at 1.0).
@@ -64,6 +68,9 @@ class Calibrator:
     slope: float = 1.0
     intercept: float = 0.0
     fit: dict[str, float] = field(default_factory=dict)  # what it was fitted on, dev BCE before/after
+    # platt_per_code: (a_c, b_c) per code in label order; the global (slope, intercept) where not fitted
+    slopes: list[float] | None = None
+    intercepts: list[float] | None = None
 
     @property
     def temperature(self) -> float:
@@ -74,10 +81,25 @@ class Calibrator:
         p = as_numpy(probs, np.float32)
         if self.method == "none":
             return p
+        if self.slopes is not None and self.intercepts is not None:
+            if p.shape[-1] != len(self.slopes):
+                raise ValueError(
+                    f"per-code calibration for {len(self.slopes)} codes applied to {p.shape[-1]}."
+                )
+            a, b = np.asarray(self.slopes), np.asarray(self.intercepts)
+            return expit(a * _logit(p) + b).astype(np.float32)
         return expit(self.slope * _logit(p) + self.intercept).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "slope": self.slope, "intercept": self.intercept, "fit": self.fit}
+        out: dict[str, Any] = {
+            "method": self.method,
+            "slope": self.slope,
+            "intercept": self.intercept,
+            "fit": self.fit,
+        }
+        if self.slopes is not None:
+            out["slopes"], out["intercepts"] = self.slopes, self.intercepts
+        return out
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "calibration.json") -> Calibrator:
@@ -95,13 +117,48 @@ class Calibrator:
                 path=source,
             )
         fit = {str(k): float(v) for k, v in dict(raw.get("fit", {})).items()}
-        return cls(str(raw["method"]), slope, intercept, fit)
+        if raw["method"] != "platt_per_code":
+            return cls(str(raw["method"]), slope, intercept, fit)
+        try:
+            slopes = [float(v) for v in raw["slopes"]]
+            intercepts = [float(v) for v in raw["intercepts"]]
+        except (KeyError, TypeError, ValueError):
+            raise ModelDirError("per-code calibration lacks its slopes/intercepts.", path=source) from None
+        ok = len(slopes) == len(intercepts) and all(np.isfinite(slopes)) and all(np.isfinite(intercepts))
+        if not ok or min(slopes, default=1.0) <= 0:
+            raise ModelDirError(
+                "per-code calibration needs finite positive slopes, one per code.", path=source
+            )
+        return cls("platt_per_code", slope, intercept, fit, slopes, intercepts)
 
 
-def fit_calibrator(probs: Any, targets: Any, method: str = "temperature", *, seed: int = 0) -> Calibrator:
+def _fit_platt(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(a > 0, b) minimising the mean BCE of σ(a·z + b) against 0/1 targets y."""
+    yf = y.astype(np.float64)
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        a, b = np.exp(theta[0]), theta[1]
+        u = a * z + b
+        r = expit(u) - yf  # d BCE / d u
+        return _bce(u, y), np.array([float(np.mean(r * z)) * a, float(np.mean(r))])
+
+    res = minimize(objective, np.zeros(2), jac=True, method="L-BFGS-B")
+    return float(np.exp(res.x[0])), float(res.x[1])
+
+
+def fit_calibrator(
+    probs: Any,
+    targets: Any,
+    method: str = "temperature",
+    *,
+    seed: int = 0,
+    min_positives: int = PER_CODE_MIN_POSITIVES,
+) -> Calibrator:
     """Fit `method` on (dev) probabilities [N, C] and 0/1 targets [N, C] by minimising mean BCE."""
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}.")
+    if method == "platt_per_code":
+        return _fit_per_code(probs, targets, seed, min_positives)
     p = as_numpy(probs, np.float32).ravel()
     y = as_numpy(targets).astype(bool).ravel()
     if p.shape != y.shape:
@@ -119,22 +176,37 @@ def fit_calibrator(probs: Any, targets: Any, method: str = "temperature", *, see
         res = minimize_scalar(lambda s: _bce(np.exp(s) * z, y), bounds=(-7.0, 7.0), method="bounded")
         slope, intercept = float(np.exp(res.x)), 0.0
     else:
-        yf = y.astype(np.float64)
-
-        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            a, b = np.exp(theta[0]), theta[1]
-            u = a * z + b
-            r = expit(u) - yf  # d BCE / d u
-            return _bce(u, y), np.array([float(np.mean(r * z)) * a, float(np.mean(r))])
-
-        res = minimize(objective, np.zeros(2), jac=True, method="L-BFGS-B")
-        slope, intercept = float(np.exp(res.x[0])), float(res.x[1])
+        slope, intercept = _fit_platt(z, y)
     after = _bce(slope * z + intercept, y)
     if after > before:  # never worse on dev than the identity
         return Calibrator("none", fit={"entries": float(p.size), "dev_bce": before})
     return Calibrator(
         method, slope, intercept, {"entries": float(p.size), "dev_bce_before": before, "dev_bce_after": after}
     )
+
+
+def _fit_per_code(probs: Any, targets: Any, seed: int, min_positives: int) -> Calibrator:
+    """The global Platt map, then a code's own map where it has `min_positives` dev positives and
+    negatives and its own map lowers that code's dev BCE."""
+    p = as_numpy(probs, np.float32)
+    y = as_numpy(targets).astype(bool)
+    if p.ndim != 2 or p.shape != y.shape:
+        raise ValueError(
+            f"per-code calibration needs probs and targets [N, C] alike, got {p.shape}, {y.shape}."
+        )
+    glob = fit_calibrator(p, y, "platt", seed=seed)
+    a0, b0 = glob.slope, glob.intercept
+    slopes, intercepts = [a0] * p.shape[1], [b0] * p.shape[1]
+    n_pos = y.sum(0)
+    fitted = 0
+    for j in np.flatnonzero((n_pos >= min_positives) & (p.shape[0] - n_pos >= min_positives)):
+        z, yj = _logit(p[:, j]), y[:, j]
+        a, b = _fit_platt(z, yj)
+        if _bce(a * z + b, yj) < _bce(a0 * z + b0, yj):
+            slopes[j], intercepts[j] = a, b
+            fitted += 1
+    fit = {**glob.fit, "codes_own_map": float(fitted), "min_positives": float(min_positives)}
+    return Calibrator("platt_per_code", a0, b0, fit, slopes, intercepts)
 
 
 class CalibrationMetrics:
