@@ -38,7 +38,7 @@ from icdcoder.data.prepared import write_prepared
 from icdcoder.errors import ConfigError
 from icdcoder.evaluation.calibration import METRIC_KEYS as CALIBRATION_KEYS
 from icdcoder.evaluation.calibration import calibration_metrics, fit_calibrator
-from icdcoder.io import write_json
+from icdcoder.io import read_json, write_json
 from icdcoder.modeldir import LoadedModel, load_model_dir, save_model_dir, source_model
 from icdcoder.models.base import ModelContext, build_model
 from icdcoder.models.hybrid import LOGIT_FLOOR, HybridCoder, HybridConfig, HybridSourceSpec, SourceModel
@@ -225,7 +225,6 @@ def run_hybrid(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
 
     # 1. full source models
     full: dict[str, LoadedModel] = {}
-    source_runs: dict[str, dict[str, Any]] = {}
     for spec in hcfg.sources:
         if spec.model_dir is not None:
             if spec.crossfit:
@@ -240,7 +239,7 @@ def run_hybrid(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
             raise ConfigError(f"source {spec.name!r} needs a config or a model_dir.")
         sub = run_dir / "sources" / spec.name
         if not (sub / "model" / "metadata.json").exists():
-            source_runs[spec.name] = run_experiment(source_config(spec, cfg, data_identity), sub)
+            run_experiment(source_config(spec, cfg, data_identity), sub)
         full[spec.name] = load_model_dir(sub / "model")
     srcs = {s.name: source_model(full[s.name], s.name, s.top_k) for s in hcfg.sources}
 
@@ -447,8 +446,15 @@ def run_hybrid(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
                 [_ranked(c, p) for c, p in zip(scands, sparts, strict=True)], gold
             ),
         }
-    report["feature_gain"] = dict(sorted(best[1].importance().items(), key=lambda kv: -kv[1]))
-    report["source_runs"] = {n: {k: r.get(k) for k in ("dev", "test")} for n, r in source_runs.items()}
+    gains = sorted(best[1].importance().items(), key=lambda kv: -kv[1])
+    report["feature_gain"] = [[name, round(g, 3)] for name, g in gains]  # a list: JSON keeps its order
+    # each source alone at its own dev-tuned threshold (its run's dev/test metrics)
+    report["source_runs"] = {}
+    for n in spec_names:
+        run_json = run_dir / "sources" / n / "run.json"
+        if run_json.is_file():
+            r = read_json(run_json)
+            report["source_runs"][n] = {k: r.get(k) for k in ("dev", "test")}
     write_json(run_dir / "hybrid_report.json", report)
     summary["train_seconds"] = round(time.perf_counter() - t0, 2)
     write_json(run_dir / "run.json", summary)

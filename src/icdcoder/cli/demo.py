@@ -65,8 +65,8 @@ def register(app: typer.Typer) -> None:
             return
 
         console.rule("[bold]3. Train, select on dev, tune the threshold on dev, evaluate once on test")
+        from icdcoder.hybrid_training import train_any
         from icdcoder.training.config import load_config
-        from icdcoder.training.pipeline import run_experiment
 
         cfg = load_config(config, ["data.source=prepared", f"data.path={data_dir}", *set_])
         run_dir = out / "run"
@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
 
             check_replaceable(run_dir, overwrite=True)  # never delete a folder icdcoder did not write
             shutil.rmtree(run_dir)
-        summary = run_experiment(cfg, run_dir)
+        summary = train_any(cfg, run_dir)
         console.print(
             f"model {cfg.model['name']}: best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
             f"{summary['n_labels']} codes, {summary['train_seconds']:.0f} s"
