@@ -85,6 +85,7 @@ from icdcoder.errors import ConfigError
 from icdcoder.models.base import Batch, IcdModel, ModelConfig, ModelContext, ModelOutput, register_model
 from icdcoder.models.caml import pad_label_tokens
 from icdcoder.models.encoders import ConvEncoder, WordEmbedding
+from icdcoder.models.init import prior_log_odds
 from icdcoder.models.isd_parts import (
     CompletionBatch,
     InteractiveDecoderLayer,
@@ -124,6 +125,10 @@ class ISDConfig(ModelConfig):
     lambda_missing: float = Field(5e-4, ge=0.0)
     lambda_removal: float = Field(5e-4, ge=0.0)
     output_attention: Literal["eval", "always", "never"] = "eval"
+    # Small data (issue 17): "centred_prior" starts the code embeddings as the description means centred
+    # over the codes, scaled to mean norm 1/√d, and the biases at the training prevalence's log-odds, so every
+    # code starts at its prior; "seed" is the published initialisation (`centred_code_init` on the collapse).
+    code_init: Literal["seed", "centred_prior"] = "seed"
 
     @field_validator("self_distillation", mode="before")
     @classmethod
@@ -153,6 +158,24 @@ def description_means(weight: Tensor, label_token_ids: list[list[int]]) -> Tenso
         if toks:
             out[i] = weight[torch.tensor(toks, dtype=torch.long)].mean(dim=0)
     return out
+
+
+def centred_code_init(code_emb: Tensor) -> Tensor:
+    """The `centred_prior` code embeddings: centred over the codes, scaled to mean norm 1/√d.
+
+    Why (the collapse of the shared representations, docs/results/isd.md): with the seed's initialisation
+    the description means share one large common direction (every code's mean word vector contains the
+    corpus-mean word vector) and the post-norm decoder's outputs have norm √d, so at step 0 every code's
+    max over the Nq shared vectors of H_S′_k · e_c sits far from its prior (and b_c ~ N(0, 1) is unrelated to
+    it). The first gradients then ask every code's score to fall together, and the cheapest way is to turn
+    every shared vector of every note against that common direction: a note-independent constant vector,
+    reached within ~10 steps at lr 2e-3. Centred embeddings have no common direction left to exploit (Σ_c e_c
+    = 0: moving a shared vector raises as many scores as it lowers), the small norm keeps the max-over-queries
+    offset near 0, and the prior biases carry the base rates from step 0."""
+    centred = code_emb - code_emb.mean(dim=0, keepdim=True)
+    d = code_emb.shape[1]
+    # one global scale (per-code scales would bring a common direction back): mean norm 1/√d
+    return centred / centred.norm(dim=1).mean().clamp(min=1e-12) / d**0.5
 
 
 def orthonormal_map(in_dim: int, out_dim: int) -> Tensor:
@@ -208,8 +231,13 @@ class ISD(IcdModel):
                 code_init = means @ orthonormal_map(c.embed_dim, d)
         else:
             code_init = torch.randn(n_codes, d) / d**0.5
+        bias_init = torch.randn(n_codes)
+        if c.code_init == "centred_prior" and ctx.init_from_pretrained:
+            code_init = centred_code_init(code_init)
+            if ctx.label_train_counts and ctx.n_train_docs:
+                bias_init = prior_log_odds(ctx.label_train_counts, ctx.n_train_docs)
         self.code_emb = nn.Parameter(code_init)
-        self.code_bias = nn.Parameter(torch.randn(n_codes))
+        self.code_bias = nn.Parameter(bias_init)
 
         # Shared queries: Nq random vectors, or one per 3-character parent starting at its codes' mean.
         if c.n_queries == "parents":
