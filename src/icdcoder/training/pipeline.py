@@ -31,7 +31,14 @@ from icdcoder.evaluation.calibration import METRIC_KEYS as CALIBRATION_KEYS
 from icdcoder.evaluation.calibration import calibration_metrics, fit_calibrator
 from icdcoder.evaluation.readable import code_priors
 from icdcoder.io import cache_root, write_json
-from icdcoder.models.base import ModelContext, build_model, get_model_class, validate_model_config
+from icdcoder.models.base import (
+    IcdModel,
+    ModelContext,
+    TrainingCorpus,
+    build_model,
+    get_model_class,
+    validate_model_config,
+)
 from icdcoder.text.tokenizer import TextTokenizer, Tokenizer
 from icdcoder.text.vocab import Vocab
 from icdcoder.training.config import DataConfig, ExperimentConfig, dump_config
@@ -193,6 +200,28 @@ def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
     return PreparedInputs(dataset, tokenizer, vocab, labels, splits, ctx, docs)
 
 
+def fit_model_priors(model: IcdModel, cfg: ExperimentConfig, inputs: PreparedInputs) -> dict[str, Any] | None:
+    """Let a model fit its data-derived parts (`IcdModel.fit_priors`, e.g. PLANT's MI brain, L2R model and
+    language model) from the train split plus the unlabelled texts `embeddings.extra_texts` names, encoded
+    with the experiment's vocabulary. None for models without priors."""
+    if type(model).fit_priors is IcdModel.fit_priors:
+        return None
+    extra: list[np.ndarray] = []
+    if cfg.embeddings.extra_texts == "codiesp-background":
+        from icdcoder.data.sources.codiesp import iter_background_texts
+
+        root = None if cfg.data.codiesp_path is None else Path(cfg.data.codiesp_path)
+        extra = [
+            np.asarray(inputs.vocab.encode(inputs.tokenizer.words(text)), dtype=np.int64)
+            for text in iter_background_texts(root, lang=cfg.data.lang)
+        ]
+    train = inputs.splits["train"]
+    corpus = TrainingCorpus(
+        train.token_ids, train.targets, extra, inputs.vocab.tokens, cfg.train.seed, cache_root() / "awd_lm"
+    )
+    return model.fit_priors(corpus)
+
+
 def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train, select on dev, tune thresholds on dev, save the model directory, then evaluate test once."""
     from icdcoder.modeldir import save_model_dir
@@ -211,6 +240,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         torch.distributed.barrier()
     set_seed(cfg.train.seed)  # model init must not depend on how much randomness data preparation used
     model = build_model(cfg.model, inputs.ctx)
+    resuming = resume and (run_dir / "checkpoint" / "state.json").exists()
+    priors = None if resuming else fit_model_priors(model, cfg, inputs)  # a resume restores them
     labels = inputs.labels
     dev = inputs.splits["dev"]
     with_unseen = cfg.eval.include_unseen_codes
@@ -257,6 +288,8 @@ def run_experiment(cfg: ExperimentConfig, run_dir: str | Path, *, resume: bool =
         "n_labels": len(labels),
         "data_fingerprint": inputs.dataset.fingerprint,
     }
+    if priors:
+        summary["priors"] = priors
     if not env.is_main:
         return summary
     # Rank 0 alone selects thresholds, saves and tests; the other ranks are done.
