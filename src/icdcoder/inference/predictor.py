@@ -19,7 +19,14 @@ import numpy as np
 import torch
 
 from icdcoder.errors import DataError, IcdcoderError
-from icdcoder.evaluation.readable import OK, code_priors, known_token_counts, note_status, respect_the_note
+from icdcoder.evaluation.readable import (
+    NEAR_EMPTY_TOKENS,
+    OK,
+    code_priors,
+    known_token_counts,
+    note_status,
+    respect_the_note,
+)
 from icdcoder.inference.evidence import EvidenceSpan, occlusion_weights, spans_from_attention
 from icdcoder.modeldir import LoadedModel, load_model_dir
 from icdcoder.models.base import SPANS, Batch, IcdModel
@@ -313,7 +320,14 @@ class Predictor:
         results: list[NotePrediction | None] = [None] * len(notes)
         for positions, token_lists, ids, probs, att in self._forward(notes, batch_size):
             n_known = known_token_counts(ids)
-            probs, has_output = respect_the_note(probs, n_known, self.priors)
+            cap_known = n_known
+            if lm.model.reads_text:
+                # a text-reading model says itself how many words it could use; its scores come from those
+                # words and the code system, not from training frequencies, so a short note is not capped
+                # at the priors (a never-seen code would be capped to 0); an unreadable one still gets none
+                n_known = np.array([lm.model.readable_words(notes[i][1]) for i in positions], dtype=np.int64)
+                cap_known = np.where(n_known > 0, np.maximum(n_known, NEAR_EMPTY_TOKENS), 0)
+            probs, has_output = respect_the_note(probs, cap_known, self.priors)
             decisions = self.thresholds.apply(probs, self.labels)
             method = self._method(evidence, evidence_method, att is not None, isinstance(att, MatchSpans))
             for row, pos in enumerate(positions):

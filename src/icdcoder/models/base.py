@@ -204,6 +204,11 @@ class IcdModel(nn.Module):
         (never on test). Returns a JSON-serialisable summary for the run record."""
         raise NotImplementedError(f"model {self.name!r} is trained by the trainer, not fit_corpus")
 
+    def readable_words(self, text: str) -> int:
+        """Models that read text (`reads_text`): how many words of the note they can use, for the
+        "respect the note" rule (evaluation/readable.py) in place of the count of vocabulary tokens."""
+        return len(text.split())
+
     def state_json(self) -> dict[str, Any] | None:
         """Fitted state that is not a tensor (tables, tuned hyperparameters), saved by the model directory as
         model_state.json (checksummed) and handed to `load_state_json` at load. None: nothing to save."""
