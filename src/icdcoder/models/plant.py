@@ -351,7 +351,8 @@ class PLANT(IcdModel):
         first_grad = int(window_start.min())
         acc_a, acc_p = _OnlineSoftmax(), _OnlineSoftmax()
         ctx_s: Tensor | None = None
-        keep_evidence = self.attention_enabled
+        # Evidence ([B, C, T], grows with the note) only where it is read: inference with attention on.
+        keep_evidence = self.attention_enabled and not self.training
         ev_a: list[tuple[Tensor, Tensor]] = []
         ev_p: list[tuple[Tensor, Tensor]] = []
         ev_s: list[Tensor] = []
