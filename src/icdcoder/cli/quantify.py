@@ -21,6 +21,15 @@ def register(app: typer.Typer) -> None:
         save_stats: bool = typer.Option(
             False, "--save-stats", help="Keep the dev rates measured with --data in the model directory."
         ),
+        fit_mlp: bool = typer.Option(
+            False,
+            "--fit-mlp",
+            help="Fit the MLP quantifier on random subsets of the --data dev split and keep it.",
+        ),
+        mlp_hidden: int = typer.Option(32, "--mlp-hidden", min=1, help="The MLP's hidden size (seed: 32)."),
+        mlp_samples: int = typer.Option(
+            5000, "--mlp-samples", min=10, help="Random dev subsets to fit it on."
+        ),
         methods: str = typer.Option(
             "", "--methods", help="Comma-separated cc, pcc, acc, pacc (default: all that the rates allow)."
         ),
@@ -31,25 +40,28 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="JSON output (every code unless --top)."),
     ) -> None:
         """Estimate how many notes of a collection have each code: classify-and-count (CC), probabilistic
-        CC (PCC), and both adjusted by the model's dev true/false positive rates (ACC, PACC), each with a
-        bootstrap interval over the notes."""
+        CC (PCC), both adjusted by the model's dev true/false positive rates (ACC, PACC), and MSAM's MLP
+        quantifier when fitted (--fit-mlp), each with a bootstrap interval over the notes."""
         from icdcoder.errors import IcdcoderError
         from icdcoder.evaluation.quantification import METHODS, QuantStats
         from icdcoder.inference.predictor import Predictor
         from icdcoder.inference.quantify import (
             dev_quant_stats,
+            load_mlp,
             load_quant_stats,
             quantify_notes,
             save_quant_stats,
         )
+        from icdcoder.inference.quantify import fit_mlp as fit_mlp_quantifier
         from icdcoder.inference.reading import collect_note_files, read_note
+        from icdcoder.models.quantifier import MLPQuantifier
 
         chosen = [m.strip() for m in methods.split(",") if m.strip()] or None
         for m in chosen or []:
             if m not in METHODS:
                 raise IcdcoderError(f"unknown quantification method {m!r}.", fix=f"use {', '.join(METHODS)}.")
-        if save_stats and data is None:
-            raise IcdcoderError("--save-stats needs --data (the dev split to measure the rates on).")
+        if (save_stats or fit_mlp) and data is None:
+            raise IcdcoderError("--save-stats and --fit-mlp need --data (the dev split to fit on).")
         files = collect_note_files(inputs)
         notes = [(f.stem, read_note(f)) for f in files]
         predictor = Predictor(model_dir)
@@ -62,7 +74,16 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"dev rates saved to {where}", err=True)
         else:
             stats = load_quant_stats(lm)
-        report = quantify_notes(predictor, notes, stats, chosen, level=level, n_boot=n_boot, seed=seed)
+        mlp: MLPQuantifier | None
+        if fit_mlp:
+            assert data is not None
+            mlp, info = fit_mlp_quantifier(lm, data, hidden=mlp_hidden, n_samples=mlp_samples, seed=seed)
+            typer.echo(f"MLP quantifier fitted ({info['epochs_run']} epochs) and kept in {lm.path}", err=True)
+        else:
+            mlp = load_mlp(lm)
+        report = quantify_notes(
+            predictor, notes, stats, chosen, mlp=mlp, level=level, n_boot=n_boot, seed=seed
+        )
         if as_json:
             typer.echo(json.dumps(report.to_json(top or None), indent=2, ensure_ascii=False))
             return

@@ -24,7 +24,7 @@ Errors, as the seed computes them (per sample, averaged over codes, then over sa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,27 +160,37 @@ def estimate_prevalence(
     stats: QuantStats | None = None,
     methods: Sequence[str] = METHODS,
     *,
+    extra: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
     level: float = 0.95,
     n_boot: int = 200,
     seed: int = 0,
 ) -> dict[str, Estimate]:
     """Each method's prevalence per code in this collection, with a `level` percentile bootstrap interval
-    over its notes (see the module docstring)."""
+    over its notes (see the module docstring). `extra`: name → a map from the PCC vector [C] to prevalences
+    (the MLP quantifier)."""
     p = as_numpy(probs, np.float64)
     d = as_numpy(decisions).astype(np.float64)
     if p.ndim != 2 or p.shape != d.shape or p.shape[0] == 0:
         raise ValueError(f"need probabilities and decisions [N ≥ 1, C] alike, got {p.shape} and {d.shape}")
-    point = point_estimates(p, d, stats, methods)
+    extra = extra or {}
+
+    def all_estimates(pp: np.ndarray, dd: np.ndarray) -> dict[str, np.ndarray]:
+        est = point_estimates(pp, dd, stats, methods)
+        pcc = pp.mean(0)
+        est.update({name: np.asarray(fn(pcc), dtype=np.float64) for name, fn in extra.items()})
+        return est
+
+    point = all_estimates(p, d)
     rng = np.random.default_rng(seed)
     n = p.shape[0]
-    boots: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    boots: dict[str, list[np.ndarray]] = {m: [] for m in point}
     for _ in range(n_boot):
         idx = rng.integers(0, n, size=n)
-        for m, v in point_estimates(p[idx], d[idx], stats, methods).items():
+        for m, v in all_estimates(p[idx], d[idx]).items():
             boots[m].append(v)
     alpha = (1.0 - level) / 2
     out = {}
-    for m in methods:
+    for m in point:
         if n_boot:
             lo, hi = np.quantile(np.stack(boots[m]), [alpha, 1 - alpha], axis=0)
         else:

@@ -11,11 +11,13 @@ has new metadata, and then the stale statistics are refused rather than silently
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from icdcoder.errors import ModelDirError
 from icdcoder.evaluation.quantification import (
@@ -29,8 +31,10 @@ from icdcoder.evaluation.thresholds import Thresholds
 from icdcoder.inference.predictor import Predictor
 from icdcoder.io import read_json, write_json
 from icdcoder.modeldir import LoadedModel
+from icdcoder.models.quantifier import MLPQuantifier
 
 STATS_FILE = "quantification.json"
+QUANTIFIER_FILE = "quantifier.safetensors"  # the MLP quantifier fitted on random dev subsets
 
 
 def _model_fingerprint(lm: LoadedModel) -> str:
@@ -39,19 +43,62 @@ def _model_fingerprint(lm: LoadedModel) -> str:
 
 def dev_quant_stats(lm: LoadedModel, data: Path, split: str = "dev") -> QuantStats:
     """Dev rates of the model's calibrated probabilities and decisions on a prepared dataset's split."""
+    stats = fit_quant_stats(*_dev_probs(lm, data, split))
+    stats.fit.update({"data": str(data), "split": split})
+    return stats
+
+
+def _dev_probs(lm: LoadedModel, data: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibrated probabilities, decisions and targets [N, C] of a prepared dataset's split."""
     from icdcoder.training.data import target_matrix
     from icdcoder.training.evaluate import model_dir_probs
 
     if split == "test":
-        raise ModelDirError(
-            "quantification rates are measured on dev, never on test.", fix="use --split dev."
-        )
+        raise ModelDirError("quantifiers are fitted on dev, never on test.", fix="use the dev split.")
     encoded, raw = model_dir_probs(lm, data, split)
     probs = lm.calibration.apply(raw)
     decisions = Thresholds.from_dict(lm.thresholds).apply(probs, lm.labels.keys)
-    stats = fit_quant_stats(probs, decisions, target_matrix(encoded, len(lm.labels)))
-    stats.fit.update({"data": str(data), "split": split})
-    return stats
+    return probs, decisions, target_matrix(encoded, len(lm.labels))
+
+
+def fit_mlp(
+    lm: LoadedModel, data: Path, split: str = "dev", **kw: Any
+) -> tuple[MLPQuantifier, dict[str, Any]]:
+    """The seed's MLP quantifier fitted on random subsets of the split's calibrated probabilities (the
+    numbers `quantify` reads), saved in the model directory bound to its metadata like the dev rates."""
+    from icdcoder.training.quantifier import save_quantifier, train_mlp_quantifier
+
+    probs, _, targets = _dev_probs(lm, data, split)
+    mlp, info = train_mlp_quantifier(probs, targets, **kw)
+    info.update({"data": str(data), "split": split, "model_metadata_sha256": _model_fingerprint(lm)})
+    save_quantifier(lm.path / QUANTIFIER_FILE, mlp, info)
+    return mlp, info
+
+
+def load_mlp(lm: LoadedModel) -> MLPQuantifier | None:
+    """The model directory's MLP quantifier, None when it has none; one fitted for another state of the
+    model is an error."""
+    from icdcoder.training.quantifier import load_quantifier
+
+    path = lm.path / QUANTIFIER_FILE
+    if not path.is_file():
+        return None
+    mlp, info = load_quantifier(path)
+    if info.get("model_metadata_sha256") != _model_fingerprint(lm) or info.get("n_codes") != len(lm.labels):
+        raise ModelDirError(
+            "the MLP quantifier was fitted for another state of this model (retrained or recalibrated).",
+            path=path,
+            fix="refit it: icdcoder quantify MODEL_DIR NOTES --data DATA --fit-mlp.",
+        )
+    return mlp
+
+
+def mlp_estimator(mlp: MLPQuantifier) -> Callable[[np.ndarray], np.ndarray]:
+    def estimate(pcc: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return mlp(torch.as_tensor(pcc, dtype=torch.float32)).double().numpy()
+
+    return estimate
 
 
 def save_quant_stats(lm: LoadedModel, stats: QuantStats) -> Path:
@@ -130,6 +177,7 @@ def quantify_matrices(
     stats: QuantStats | None,
     methods: list[str] | None = None,
     *,
+    mlp: MLPQuantifier | None = None,
     level: float = 0.95,
     n_boot: int = 200,
     seed: int = 0,
@@ -145,7 +193,10 @@ def quantify_matrices(
             path=lm.path,
             fix="pass --data DATA (a prepared dataset with a dev split), or use --methods cc,pcc.",
         )
-    est = estimate_prevalence(probs, decisions, stats, methods, level=level, n_boot=n_boot, seed=seed)
+    extra = {"mlp": mlp_estimator(mlp)} if mlp is not None else None
+    est = estimate_prevalence(
+        probs, decisions, stats, methods, extra=extra, level=level, n_boot=n_boot, seed=seed
+    )
     return PrevalenceReport(list(lm.labels.keys), list(lm.labels.titles), probs.shape[0], level, est)
 
 
@@ -155,6 +206,7 @@ def quantify_notes(
     stats: QuantStats | None,
     methods: list[str] | None = None,
     *,
+    mlp: MLPQuantifier | None = None,
     level: float = 0.95,
     n_boot: int = 200,
     seed: int = 0,
@@ -162,5 +214,5 @@ def quantify_notes(
     """`quantify_matrices` on the notes' probabilities and decisions as the Predictor reports them."""
     probs, decisions = collection_matrices(predictor, notes)
     return quantify_matrices(
-        predictor.loaded, probs, decisions, stats, methods, level=level, n_boot=n_boot, seed=seed
+        predictor.loaded, probs, decisions, stats, methods, mlp=mlp, level=level, n_boot=n_boot, seed=seed
     )

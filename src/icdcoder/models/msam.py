@@ -66,6 +66,7 @@ from icdcoder.models.encoders import BiLSTMEncoder, ConvEncoder, WordEmbedding
 from icdcoder.models.init import prior_log_odds
 from icdcoder.models.msmn import synonym_token_rows
 from icdcoder.models.plm_icd import PLMICDConfig, _build_encoder, _pretrained_dir, to_hf_ids
+from icdcoder.models.quantifier import MLPQuantifier, QuantificationMemory
 from icdcoder.text.batching import segment_bounds
 from icdcoder.text.vocab import PAD_ID
 
@@ -104,6 +105,16 @@ class MSAMConfig(ModelConfig):
     # scoring
     bias: Literal["none", "prior"] = "none"
     label_chunk_size: int = Field(128, ge=1)  # codes per attention chunk (memory vs. speed)
+    # CLQ, joint classification + quantification (models/quantifier.py): BCE + λ·Huber_δ(MLP(running PCC),
+    # running true prevalence) over random-size groups of consecutive training notes
+    clq: bool = False
+    clq_lambda: float = Field(100.0, ge=0.0)
+    clq_delta: float = Field(0.5, gt=0.0)
+    clq_hidden: int = Field(32, ge=1)  # the MLP's h (authors: 32 top-50, 3072 clean)
+    clq_group_min: int = Field(1, ge=1)
+    clq_group_max: int = Field(0, ge=0)  # 0: the number of training notes (the authors' N_train)
+    clq_init: str = ""  # a trained MSAM model directory to start from (the authors' CLQ does)
+    clq_mlp_init: str = ""  # a quantifier.safetensors (`icdcoder quantify --fit-mlp`) to start the MLP from
 
 
 # -- the attention -------------------------------------------------------------------------------------------
@@ -213,6 +224,17 @@ class MSAM(IcdModel):
             # encoded once, frozen; at load time the saved buffer replaces it
             with torch.no_grad():
                 self.synonym_matrix.copy_(self._encode_synonyms(rows))
+        self.quantifier: MLPQuantifier | None = None
+        self.memory: QuantificationMemory | None = None
+        self._epoch = -1
+        if config.clq:
+            self.quantifier = MLPQuantifier(ctx.n_labels, config.clq_hidden)
+            top = config.clq_group_max or max(ctx.n_train_docs, config.clq_group_min)
+            self.memory = QuantificationMemory(
+                ctx.n_labels, config.clq_group_min, max(top, config.clq_group_min)
+            )
+            if ctx.init_from_pretrained:
+                self._clq_initialise(ctx)
 
     def _plm_config(self) -> PLMICDConfig:
         c = self.cfg
@@ -317,12 +339,61 @@ class MSAM(IcdModel):
         if self.bias is not None:
             logits = logits + self.bias
         attention = None
-        if weights is not None:
+        if weights is not None:  # evidence: no gradient
+            weights = weights.detach()
             attention = weights.new_zeros(b, weights.shape[1], batch.token_ids.shape[1])
             for w, (i, a, e) in enumerate(bounds):  # overlapping windows: the larger weight per token
                 span = attention[i, :, a:e]
                 torch.maximum(span, weights[w, :, : e - a], out=span)
         return ModelOutput(logits=logits, attention=attention)
+
+    # -- CLQ -----------------------------------------------------------------------------------------------
+    def _clq_initialise(self, ctx: ModelContext) -> None:
+        """Start from a trained MSAM (same label space) and a separately trained MLP, as the authors did."""
+        from safetensors.torch import load_file
+
+        if self.cfg.clq_init:
+            src = Path(self.cfg.clq_init).expanduser()
+            labels = src / "labels.json"
+            if not (src / "model.safetensors").is_file() or not labels.is_file():
+                raise ConfigError("model.clq_init is not a model directory.", path=src)
+            if _label_keys(labels) != list(ctx.label_keys):
+                raise ConfigError(
+                    "model.clq_init was trained on another label space.",
+                    path=src,
+                    fix="train the MSAM to start from on the same dataset and label settings.",
+                )
+            state = {
+                k: v
+                for k, v in load_file(src / "model.safetensors").items()
+                if not k.startswith("quantifier.")
+            }
+            missing, unexpected = self.load_state_dict(state, strict=False)
+            if unexpected or any(not k.startswith("quantifier.") for k in missing):
+                raise ConfigError(
+                    "model.clq_init holds another architecture.",
+                    path=src,
+                    fix=f"use the same model settings (differences: {sorted(missing + unexpected)[:5]}).",
+                )
+        if self.cfg.clq_mlp_init and self.quantifier is not None:
+            path = Path(self.cfg.clq_mlp_init).expanduser()
+            if not path.is_file():
+                raise ConfigError("model.clq_mlp_init: quantifier weights not found.", path=path)
+            self.quantifier.load_state_dict(load_file(path))
+
+    def set_training_progress(self, step: int, total_steps: int, epoch: int) -> None:
+        if self.memory is not None and epoch != self._epoch:  # epoch boundary: a fresh group
+            self._epoch = epoch
+            self.memory.reset()
+
+    def losses(self, batch: Batch, output: ModelOutput) -> dict[str, Tensor]:
+        terms = super().losses(batch, output)
+        if self.training and self.quantifier is not None and self.memory is not None:
+            assert batch.targets is not None
+            pcc, prevalence = self.memory.step(torch.sigmoid(output.logits), batch.targets)
+            huber = nn.functional.huber_loss(self.quantifier(pcc), prevalence, delta=self.cfg.clq_delta)
+            terms["quant"] = self.cfg.clq_lambda * huber
+        return terms
 
     # -- context -------------------------------------------------------------------------------------------
     @classmethod
@@ -390,6 +461,16 @@ class MSAM(IcdModel):
             )
         ctx.label_synonym_token_ids = synonym_token_rows(syn.texts, ctx, encode_text)
         ctx.extras["label_synonyms"] = syn.to_json()
+
+
+def _label_keys(path: Path) -> list[str]:
+    """The label keys of a model directory's labels.json (read directly: models sit below modeldir)."""
+    import json
+
+    try:
+        return [str(c["key"]) for c in json.loads(path.read_text(encoding="utf-8"))["codes"]]
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError("unreadable labels.json.", path=path) from None
 
 
 def _as_plm(config: MSAMConfig) -> PLMICDConfig:

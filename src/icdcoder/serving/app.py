@@ -45,7 +45,8 @@ from icdcoder import __version__
 from icdcoder.errors import IcdcoderError
 from icdcoder.evaluation.quantification import QuantStats
 from icdcoder.inference.predictor import Predictor
-from icdcoder.inference.quantify import collection_matrices, load_quant_stats, quantify_matrices
+from icdcoder.inference.quantify import collection_matrices, load_mlp, load_quant_stats, quantify_matrices
+from icdcoder.models.quantifier import MLPQuantifier
 from icdcoder.serving.batcher import MicroBatcher, Overloaded
 
 log = logging.getLogger("icdcoder.serving")
@@ -91,7 +92,8 @@ class BatchRequest(_Strict):
     quantify: bool = Field(
         False,
         description="Also estimate each code's prevalence in these notes (CC and PCC; ACC and PACC when the "
-        "model directory holds dev rates, `icdcoder quantify --save-stats`), with bootstrap intervals.",
+        "model directory holds dev rates, `icdcoder quantify --save-stats`; the MLP when fitted, "
+        "`--fit-mlp`), with bootstrap intervals.",
     )
     quantify_top: int = Field(50, ge=1, description="Codes in the prevalence table, highest PCC first.")
 
@@ -363,9 +365,12 @@ def create_app(model: Predictor | str | Path, settings: ServerSettings | None = 
             raise HTTPException(422, f"top_k: at most {settings.max_top_k}.")
 
     # ACC/PACC rates kept in the model directory; stale or unreadable ones are left out (CC/PCC still run)
+    # and the MLP quantifier (`--fit-mlp`)
     quant_stats: QuantStats | None = None
+    quant_mlp: MLPQuantifier | None = None
     try:
         quant_stats = load_quant_stats(predictor.loaded)
+        quant_mlp = load_mlp(predictor.loaded)
     except IcdcoderError as exc:
         log.warning("quantification statistics not used: %s", exc)
 
@@ -476,7 +481,7 @@ def create_app(model: Predictor | str | Path, settings: ServerSettings | None = 
             rows = await run(request, notes, 0, False, options=_QUANTIFY)
             probs = np.stack([p for p, _ in rows])
             decisions = np.stack([d for _, d in rows])
-            report = quantify_matrices(predictor.loaded, probs, decisions, quant_stats)
+            report = quantify_matrices(predictor.loaded, probs, decisions, quant_stats, mlp=quant_mlp)
             out["prevalence"] = report.to_json(req.quantify_top)
         return JSONResponse(out)
 

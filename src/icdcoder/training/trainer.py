@@ -50,6 +50,9 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+LOWER_IS_BETTER = frozenset({"ece", "mece", "brier"})  # dev metrics where lower is better (train.monitor)
+
+
 @dataclass
 class DistEnv:
     rank: int = 0
@@ -348,7 +351,9 @@ class Trainer:
                         f"train.monitor {cfg.monitor!r} is not a dev metric.",
                         fix=f"choose one of: {', '.join(sorted(metrics))}.",
                     )
-                score = float(metrics[cfg.monitor])
+                # calibration errors are better when lower (MSAM's CLQ selects on the lowest mean per-code
+                # ECE); the loop keeps "higher is better" by negating them
+                score = float(metrics[cfg.monitor]) * (-1.0 if cfg.monitor in LOWER_IS_BETTER else 1.0)
                 record.update({f"dev_{k}": v for k, v in metrics.items()})
                 improved = score > loop["best_score"]
                 if improved:
@@ -358,7 +363,7 @@ class Trainer:
                 stop = bool(cfg.patience and loop["bad_epochs"] >= cfg.patience)
                 decision = [improved, stop]
                 self._log(record)
-                loop["history"].append({"epoch": epoch + 1, cfg.monitor: score})
+                loop["history"].append({"epoch": epoch + 1, cfg.monitor: float(metrics[cfg.monitor])})
             if self.env.world_size > 1:
                 dist.broadcast_object_list(decision, src=0)
             if decision[0]:
@@ -375,7 +380,7 @@ class Trainer:
             self._tb.close()
         return TrainResult(
             best_epoch=int(loop["best_epoch"]),
-            best_score=float(loop["best_score"]),
+            best_score=float(loop["best_score"]) * (-1.0 if cfg.monitor in LOWER_IS_BETTER else 1.0),
             epochs_run=int(loop["epoch"]),
             steps=int(loop["step"]),
             history=loop["history"],
