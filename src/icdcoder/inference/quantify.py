@@ -49,12 +49,16 @@ def dev_quant_stats(lm: LoadedModel, data: Path, split: str = "dev") -> QuantSta
 
 
 def _dev_probs(lm: LoadedModel, data: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if split == "test":
+        raise ModelDirError("quantifiers are fitted on dev, never on test.", fix="use the dev split.")
+    return split_matrices(lm, data, split)
+
+
+def split_matrices(lm: LoadedModel, data: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Calibrated probabilities, decisions and targets [N, C] of a prepared dataset's split."""
     from icdcoder.training.data import target_matrix
     from icdcoder.training.evaluate import model_dir_probs
 
-    if split == "test":
-        raise ModelDirError("quantifiers are fitted on dev, never on test.", fix="use the dev split.")
     encoded, raw = model_dir_probs(lm, data, split)
     probs = lm.calibration.apply(raw)
     decisions = Thresholds.from_dict(lm.thresholds).apply(probs, lm.labels.keys)
