@@ -1,6 +1,6 @@
-"""ISD `code_init: centred_prior` (issue 17): the initialisation that removes the cause of the collapse of the
-shared representations (models/isd.py `centred_code_init`): no common direction in the code embeddings, scores
-that start at each code's prior."""
+"""ISD `code_init: centred_prior` (issue 17, models/isd.py `centred_code_init`): no common direction in the
+code embeddings, scores that start at each code's prior (the collapse itself is traced by
+benchmarks/isd_collapse.py on real data, not here)."""
 
 from __future__ import annotations
 

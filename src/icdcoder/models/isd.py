@@ -127,7 +127,7 @@ class ISDConfig(ModelConfig):
     output_attention: Literal["eval", "always", "never"] = "eval"
     # Small data (issue 17): "centred_prior" starts the code embeddings as the description means centred
     # over the codes, scaled to mean norm 1/√d, and the biases at the training prevalence's log-odds, so every
-    # code starts at its prior; "seed" is the published initialisation (`centred_code_init` on the collapse).
+    # code starts at its prior; "seed" is the published initialisation (see `centred_code_init`).
     code_init: Literal["seed", "centred_prior"] = "seed"
 
     @field_validator("self_distillation", mode="before")
@@ -163,15 +163,17 @@ def description_means(weight: Tensor, label_token_ids: list[list[int]]) -> Tenso
 def centred_code_init(code_emb: Tensor) -> Tensor:
     """The `centred_prior` code embeddings: centred over the codes, scaled to mean norm 1/√d.
 
-    Why (the collapse of the shared representations, docs/results/isd.md): with the seed's initialisation
-    the description means share one large common direction (every code's mean word vector contains the
-    corpus-mean word vector) and the post-norm decoder's outputs have norm √d, so at step 0 every code's
-    max over the Nq shared vectors of H_S′_k · e_c sits far from its prior (and b_c ~ N(0, 1) is unrelated to
-    it). The first gradients then ask every code's score to fall together, and the cheapest way is to turn
-    every shared vector of every note against that common direction: a note-independent constant vector,
-    reached within ~10 steps at lr 2e-3. Centred embeddings have no common direction left to exploit (Σ_c e_c
-    = 0: moving a shared vector raises as many scores as it lowers), the small norm keeps the max-over-queries
-    offset near 0, and the prior biases carry the base rates from step 0."""
+    With the seed's initialisation the description means share one large common direction (every code's
+    mean word vector contains the corpus-mean word vector), the post-norm decoder's outputs have norm √d and
+    b_c ~ N(0, 1), so at step 0 the scores sit 4.5 log-odds from the prior on average (CodiEsp-D) and the
+    first steps are spent pulling every code down. Centred embeddings have no common direction (Σ_c e_c = 0),
+    the small norm keeps the max-over-queries term near 0, and the prior biases carry the base rates: the
+    scores start 0.12 from the prior and the training loss after 12 steps is half the seed's.
+
+    Measured (benchmarks/isd_collapse.py, docs/results/small_data.md): this is NOT what collapses the shared
+    vectors; with it they collapse just as fast (doc-to-doc cosine of H_S′ 0.93 → 0.999 in 4 steps at lr
+    2e-3). It removes the reason the CPU configs needed a fast learning rate (learning the prior), so it is
+    meant to be combined with the seed's slow start (lr 3e-4, long warm-up), which delays the collapse."""
     centred = code_emb - code_emb.mean(dim=0, keepdim=True)
     d = code_emb.shape[1]
     # one global scale (per-code scales would bring a common direction back): mean norm 1/√d
