@@ -282,3 +282,47 @@ def test_mdp_without_embeddings_is_a_config_error() -> None:
     ctx = ModelContext(label_keys=KEYS[:1], vocab_size=V)
     with pytest.raises(ConfigError, match="needs embeddings"):
         cls.extend_context(cfg, ctx, ["title"], lambda s: [2])
+
+
+def test_chunked_transformer_msam_trains_and_predicts_without_its_folder(
+    bert_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from icdcoder.cli import app
+
+    folder = tmp_path / "bert"
+    shutil.copytree(bert_dir, folder)
+    data = _write_data(tmp_path)
+    cfg = {
+        "dataset_name": "tiny",
+        "data": {"source": "prepared", "path": str(data), "max_tokens": 40},
+        "embeddings": {"word2vec": False},
+        "model": {
+            "name": "msam",
+            "encoder": "hf",
+            "pretrained": str(folder),
+            "window": 16,
+            "stride": 8,
+            "synonyms": 2,
+            "synonym_selection": "mdp",  # diversity in the encoder's own [CLS] space, as the authors did
+            "bias": "prior",
+        },
+        "train": {"epochs": 1, "batch_size": 8, "progress": False, "lr": 0.001},
+    }
+    path = tmp_path / "msam_hf.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", str(path), "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, f"{res.output}\n{res.exception!r}"
+    context = json.loads((tmp_path / "run" / "model" / "context.json").read_text())
+    assert context["extras"]["mdp"]["provenance"]["embedder"].startswith("hf:bert:cls:")
+    shutil.rmtree(folder)  # the synonym matrix and the encoder's weights live in the model directory
+    note = tmp_path / "note.txt"
+    note.write_text("Essential hypertension and acute kidney failure, fever.", encoding="utf-8")
+    res = runner.invoke(app, ["predict", str(tmp_path / "run" / "model"), str(note), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    pred = json.loads(res.output)[0]
+    assert pred["codes"] and all(
+        note.read_text()[e["start"] : e["end"]] == e["text"] for c in pred["codes"] for e in c["evidence"]
+    )
