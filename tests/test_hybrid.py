@@ -257,3 +257,24 @@ def test_same_seed_same_hybrid(hybrid_run: Path, tmp_path: Path, tiny_dataset: P
     ta = json.loads((hybrid_run / "test_metrics.json").read_text())
     tb = json.loads((tmp_path / "again" / "test_metrics.json").read_text())
     assert ta["map"] == tb["map"] and ta["f1_micro"] == tb["f1_micro"]
+
+
+def test_calibrate_rewrites_the_hybrid_with_its_sources(
+    hybrid_run: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "recalibrated"
+    _ok(
+        [
+            "calibrate",
+            str(hybrid_run / "model"),
+            "--data",
+            str(tiny_dataset),
+            "--method",
+            "temperature",
+            "--out",
+            str(out),
+        ]
+    )
+    lm = load_model_dir(out)  # sources/ came along and still match the pinned checksums
+    assert lm.calibration.method == "temperature"
+    assert sorted(p.name for p in (out / "sources").iterdir()) == ["keyword", "tfidf"]
