@@ -196,3 +196,8 @@ def test_clq_starts_from_a_trained_msam_and_a_fitted_mlp(tmp_path: Path) -> None
         torch.testing.assert_close(after[f"quantifier.{k}"], v, atol=1e-5, rtol=1e-5)
     run = json.loads((tmp_path / "clq" / "run.json").read_text())
     assert "mece" in json.dumps(run)
+    # starting from an MSAM of another shape is refused, naming the file
+    clq["model"] = {**clq["model"], "synonyms": 4}
+    (tmp_path / "clq4.yaml").write_text(yaml.safe_dump(clq))
+    res = runner.invoke(app, ["train", str(tmp_path / "clq4.yaml"), "--out", str(tmp_path / "clq4")])
+    assert res.exit_code != 0 and "another architecture" in str(res.exception)

@@ -249,7 +249,8 @@ class MSAM(IcdModel):
     # -- synonyms ------------------------------------------------------------------------------------------
     def _encode_synonyms(self, rows: list[list[list[int]]]) -> Tensor:
         """[C, M, d_q]: [CLS] of the pretrained encoder, or the mean initial word vector. Absent slots
-        (policy drop) stay zero and are left out of nothing else: the seed always had M present."""
+        (`synonym_policy: drop`) stay zero vectors; the authors always had M synonyms (short lists were
+        repeated), hence `repeat` is the default."""
         flat = [ids[: self.cfg.synonym_max_tokens] for r in rows for ids in r]
         out = torch.zeros(len(flat), self.w_q.in_features)
         present = [i for i, ids in enumerate(flat) if ids]
@@ -368,7 +369,14 @@ class MSAM(IcdModel):
                 for k, v in load_file(src / "model.safetensors").items()
                 if not k.startswith("quantifier.")
             }
-            missing, unexpected = self.load_state_dict(state, strict=False)
+            try:
+                missing, unexpected = self.load_state_dict(state, strict=False)
+            except RuntimeError as exc:  # tensor sizes differ (another M, encoder width, ...)
+                raise ConfigError(
+                    f"model.clq_init holds another architecture ({str(exc).splitlines()[-1].strip()}).",
+                    path=src,
+                    fix="use the model settings the MSAM to start from was trained with.",
+                ) from None
             if unexpected or any(not k.startswith("quantifier.") for k in missing):
                 raise ConfigError(
                     "model.clq_init holds another architecture.",
