@@ -4,6 +4,7 @@ no training note scores the notes that contain its description above unrelated o
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,3 +131,36 @@ def test_description_queries_attend_to_the_description_words() -> None:
         att = model(_notes([[*filler[:4], 5, 6, 7, *filler[4:]]])).attention
     assert att is not None
     assert float(att[0, 0, 4:7].sum()) > 3 / 12  # more than its share of a uniform attention
+
+
+def test_plm_icd_bias_and_queries_from_its_own_encoder(tmp_path: Path) -> None:
+    from icdcoder.models.base import get_model_class, validate_model_config
+    from icdcoder.text.hf_tokenizer import HFTokenizer
+    from test_plm_icd import make_tiny_bert
+
+    path = make_tiny_bert(tmp_path / "bert")
+    tok = HFTokenizer.from_pretrained(path)
+    titles = ["essential hypertension", "acute kidney failure"]
+    cls = get_model_class("plm_icd")
+
+    def build(**opts: str) -> torch.nn.Module:
+        config = {"name": "plm_icd", "pretrained": str(path), "chunk_size": 4, **opts}
+        ctx = ModelContext(
+            label_keys=["icd10cm:I10", "icd10cm:N17.9"],
+            vocab_size=len(tok.vocab()),
+            label_token_ids=[tok.vocab().encode(tok.words(t)) for t in titles],
+            label_train_counts=[3, 1],
+            n_train_docs=10,
+            init_from_pretrained=True,
+        )
+        cls.extend_context(validate_model_config(cls, config), ctx, titles, lambda s: [])
+        torch.manual_seed(0)
+        return build_model(config, ctx)
+
+    plain, informed = build(), build(bias_init="prior", code_init="description")
+    assert torch.allclose(informed.output.bias.detach(), prior_log_odds([3, 1], 10))  # type: ignore[union-attr]
+    q0, q1 = plain.attention.queries.detach(), informed.attention.queries.detach()  # type: ignore[union-attr]
+    assert not torch.allclose(q0, q1)
+    # Two codes: centring makes their queries opposite directions (each is what sets it apart from the other).
+    cos = torch.nn.functional.cosine_similarity(q1[0], q1[1], dim=0)
+    assert float(cos) == pytest.approx(-1.0, abs=1e-5)

@@ -33,13 +33,14 @@ from torch import Tensor, nn
 
 from icdcoder.errors import ConfigError
 from icdcoder.models.base import Batch, IcdModel, ModelConfig, ModelContext, ModelOutput, register_model
+from icdcoder.models.init import InformedInitConfig, apply_informed_init, extend_with_synonyms
 from icdcoder.models.laat import _laat_head
 from icdcoder.text.batching import reshape_chunks
 from icdcoder.text.hf_tokenizer import HF_ID_OFFSET, HFTokenizer
 from icdcoder.text.vocab import PAD_ID
 
 
-class PLMICDConfig(ModelConfig):
+class PLMICDConfig(InformedInitConfig):
     pretrained: str = ""  # a local Hugging Face model folder (config.json, *.safetensors, tokenizer.json)
     chunk_size: int = Field(128, ge=4)
     chunk_special_tokens: bool = True  # [CLS] … [SEP] around every chunk (original PLM-ICD)
@@ -117,6 +118,16 @@ class PLMICD(IcdModel):
         self.attention, self.output = _laat_head(
             self.dim, ctx.n_labels, self.dim, config.attention_layer_norm
         )
+        # Informed initialisation (issue 17): the code texts are encoded by the pretrained encoder itself.
+        apply_informed_init(
+            self,
+            config,
+            ctx,
+            bias=self.output.bias,
+            attention=self.attention,
+            output_weight=self.output.weight,
+            encode=self.encode,
+        )
 
     @classmethod
     def pretrained_tokenizer_dir(cls, config: ModelConfig) -> str | None:
@@ -131,6 +142,7 @@ class PLMICD(IcdModel):
         path = _pretrained_dir(config)
         ctx.extras["hf_config"] = json.loads((path / "config.json").read_text(encoding="utf-8"))
         ctx.extras["hf_special"] = HFTokenizer.from_pretrained(path).special
+        extend_with_synonyms(config, ctx, label_titles, encode_text)  # for `code_init: description`
 
     def _to_hf(self, ids: Tensor) -> Tensor:
         return to_hf_ids(ids, self.special)
