@@ -66,7 +66,10 @@ def main() -> None:
             if len(row) > args.exact_max:
                 skipped += 1
                 continue
-            dist = cosine_distances(np.stack([embed(t) for t in row]))
+            vecs = [v for v in (embed(t) for t in row) if np.any(v)]  # as the model: embedded candidates only
+            if len(vecs) <= m:
+                continue
+            dist = cosine_distances(np.stack(vecs))
             e = solve_exact(dist, m, time_limit=args.time_limit)
             g = solve_greedy_swap(dist, m)
             exact_obj.append(e.objective)

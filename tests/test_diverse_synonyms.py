@@ -114,3 +114,33 @@ def test_label_space_selection_is_cached_with_provenance(
     assert again.texts == syn.texts and len(calls) == n_calls
     diverse_label_synonyms(keys, 3, embed, embedder_id="other", cache_dir=tmp_path)
     assert len(list(tmp_path.glob("mdp-*.json"))) == 2
+
+
+def test_candidates_the_embedding_cannot_see_are_not_chosen_for_diversity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import icdcoder.ontology.ontology as onto
+
+    # "zzz qqq" has no known word: a zero vector, at distance 1 from everything, which would win the MDP
+    table = {
+        "icd10cm:I10": ["essential hypertension", "hypertensive disease", "arterial hypertension", "zzz qqq"]
+    }
+    monkeypatch.setattr(onto, "get_ontology", lambda: FakeSource(table))
+    vec = {
+        "essential": np.array([1.0, 0.0, 0.1]),
+        "hypertension": np.array([1.0, 0.1, 0.0]),
+        "hypertensive": np.array([0.9, 0.2, 0.0]),
+        "disease": np.array([0.0, 1.0, 0.0]),
+        "arterial": np.array([0.0, 0.0, 1.0]),
+    }
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.stack([sum((vec.get(w, np.zeros(3)) for w in t.split()), np.zeros(3)) for t in texts])
+
+    syn, record = diverse_label_synonyms(["icd10cm:I10"], 2, embed, embedder_id="v", cache_dir=None)
+    assert "zzz qqq" not in syn.texts[0] and record["codes"]["icd10cm:I10"]["n_unembedded"] == 1
+    # with only M embedded candidates, those are taken; with more slots than candidates, all of them
+    syn, record = diverse_label_synonyms(["icd10cm:I10"], 3, embed, embedder_id="v", cache_dir=None)
+    assert record["codes"]["icd10cm:I10"]["solver"] == "all_embedded" and "zzz qqq" not in syn.texts[0]
+    syn4, rec4 = diverse_label_synonyms(["icd10cm:I10"], 4, embed, embedder_id="v", cache_dir=None)
+    assert rec4["codes"]["icd10cm:I10"]["solver"] == "all" and "zzz qqq" in syn4.texts[0]

@@ -267,7 +267,7 @@ def test_train_with_mdp_synonyms_and_predict_through_the_cli(bert_dir: Path, tmp
     mdp = context["extras"]["mdp"]
     assert mdp["provenance"]["embedder"].startswith("hf:tiny-bert:mean:")
     assert len(mdp["solver"]) == 5 and mdp["summary"]["codes"] == 5  # the 5 codes of the tiny data
-    assert set(mdp["solver"]) <= {"exact", "greedy_swap", "all"}
+    assert set(mdp["solver"]) <= {"exact", "greedy_swap", "all", "all_embedded"}
     note = tmp_path / "note.txt"
     note.write_text("Essential hypertension and fever.", encoding="utf-8")
     res = runner.invoke(app, ["predict", str(tmp_path / "run" / "model"), str(note), "--format", "json"])

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 EXACT_MAX_CANDIDATES = 30  # above this many candidates `select_diverse` runs the heuristic (n=40, M=8: >20 s)
 DEFAULT_TIME_LIMIT = 10.0  # seconds per code for the MILP
 MAX_CANDIDATES = 200  # the authors' cap on a code's candidate list
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Selection:
     """The chosen candidate indices (ascending) and how they were found."""
 
     indices: list[int]
-    objective: float  # Σ_{i<j} d_ij over the chosen set
+    objective: float | None  # Σ_{i<j} d_ij over the chosen set; None when nothing was chosen
     solver: str  # "exact", "greedy_swap", "brute_force" or "all" (no more candidates than M)
     optimal: bool  # proven optimal (exact solver finished, brute force, or nothing to choose)
     seconds: float
@@ -268,17 +268,29 @@ def diverse_label_synonyms(
         flat = sorted({t for row in candidates if len(row) > m for t in row})
         vectors = dict(zip(flat, np.asarray(embed(flat), dtype=np.float64), strict=True)) if flat else {}
         for key, row in zip(keys, candidates, strict=True):
-            if len(row) > m:
-                sel = select_diverse(
-                    np.stack([vectors[t] for t in row]),
+            # A candidate the embedding cannot see (all words unknown: a zero vector) would be at distance 1
+            # from everything, i.e. "diverse" by ignorance: the choice runs over the embedded candidates, and
+            # unembedded ones only fill what is left, in rank order.
+            if len(row) <= m:
+                sel = Selection(list(range(len(row))), None, "all", True, 0.0)
+                record["codes"][key] = {**asdict(sel), "n_candidates": len(row), "n_unembedded": 0}
+                continue
+            seen = [i for i, t in enumerate(row) if np.any(vectors[t])]
+            unseen = [i for i in range(len(row)) if i not in set(seen)]
+            if len(seen) > m:
+                sub = select_diverse(
+                    np.stack([vectors[row[i]] for i in seen]),
                     m,
                     method=method,
                     exact_max=exact_max,
                     time_limit=time_limit,
                 )
-            else:
-                sel = Selection(list(range(len(row))), float("nan"), "all", True, 0.0)
-            record["codes"][key] = {**asdict(sel), "n_candidates": len(row)}
+                sel = Selection(
+                    sorted(seen[i] for i in sub.indices), sub.objective, sub.solver, sub.optimal, sub.seconds
+                )
+            else:  # too few embedded candidates to choose from: all of them, then the rest in rank order
+                sel = Selection(sorted(seen + unseen[: m - len(seen)]), None, "all_embedded", True, 0.0)
+            record["codes"][key] = {**asdict(sel), "n_candidates": len(row), "n_unembedded": len(unseen)}
         if cache_file is not None:
             write_json(cache_file, record)
     texts: list[list[str | None]] = []
