@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
         methods: str = typer.Option(
             "", "--methods", help="Comma-separated cc, pcc, acc, pacc (default: all that the rates allow)."
         ),
-        top: int = typer.Option(20, "--top", min=0, help="Codes to show, highest PCC first (0: all)."),
+        top: int | None = typer.Option(
+            None, "--top", min=0, help="Codes to show, highest PCC first (0: all; default 20, JSON all)."
+        ),
         level: float = typer.Option(0.95, "--level", min=0.5, max=0.999, help="Interval coverage."),
         n_boot: int = typer.Option(200, "--n-boot", min=0, help="Bootstrap resamples of the notes."),
         seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
@@ -85,7 +87,9 @@ def register(app: typer.Typer) -> None:
             predictor, notes, stats, chosen, mlp=mlp, level=level, n_boot=n_boot, seed=seed
         )
         if as_json:
-            typer.echo(json.dumps(report.to_json(top or None), indent=2, ensure_ascii=False))
+            typer.echo(
+                json.dumps(report.to_json(top or None), indent=2, ensure_ascii=False)
+            )  # all by default
             return
         from rich.console import Console
         from rich.table import Table
@@ -98,7 +102,7 @@ def register(app: typer.Typer) -> None:
         table.add_column("title", overflow="fold")
         for m in names:
             table.add_column(m.upper(), justify="right")
-        for row in report.rows(top or None):
+        for row in report.rows(20 if top is None else top or None):
             cells = [f"{row[m]['value']:.3f} [{row[m]['low']:.3f}, {row[m]['high']:.3f}]" for m in names]
             table.add_row(row["key"], row["title"], *cells)
         Console().print(table)
