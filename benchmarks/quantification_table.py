@@ -39,7 +39,11 @@ def main() -> None:
     torch.set_num_threads(1)
     results = {}
     for model_dir in args.models:
-        lm = load_model_dir(model_dir)
+        try:
+            lm = load_model_dir(model_dir)
+        except Exception as exc:  # noqa: BLE001 - report and go on with the other models
+            print(json.dumps({"model_dir": str(model_dir), "error": str(exc)}), flush=True)
+            continue
         dev_p, dev_d, dev_y = split_matrices(lm, args.data, "dev")
         stats = fit_quant_stats(dev_p, dev_d, dev_y)
         mlp, info = train_mlp_quantifier(
