@@ -41,7 +41,7 @@ def main() -> None:
     for model_dir in args.models:
         try:
             lm = load_model_dir(model_dir)
-        except Exception as exc:  # noqa: BLE001 - report and go on with the other models
+        except Exception as exc:  # report it and go on with the other models
             print(json.dumps({"model_dir": str(model_dir), "error": str(exc)}), flush=True)
             continue
         dev_p, dev_d, dev_y = split_matrices(lm, args.data, "dev")
