@@ -20,6 +20,7 @@ def main() -> None:
     ap.add_argument("--subsets", type=int, default=1000)
     ap.add_argument("--mlp-samples", type=int, default=5000)
     ap.add_argument("--mlp-hidden", type=int, default=32)
+    ap.add_argument("--mlp-epochs", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/bench/quantification.json"))
     args = ap.parse_args()
@@ -47,7 +48,12 @@ def main() -> None:
         dev_p, dev_d, dev_y = split_matrices(lm, args.data, "dev")
         stats = fit_quant_stats(dev_p, dev_d, dev_y)
         mlp, info = train_mlp_quantifier(
-            dev_p, dev_y, hidden=args.mlp_hidden, n_samples=args.mlp_samples, seed=args.seed
+            dev_p,
+            dev_y,
+            hidden=args.mlp_hidden,
+            n_samples=args.mlp_samples,
+            epochs=args.mlp_epochs,
+            seed=args.seed,
         )
         test_p, test_d, test_y = split_matrices(lm, args.data, "test")
         samples = random_subsets(len(test_p), args.subsets, seed=args.seed)
