@@ -245,3 +245,17 @@ def test_train_save_predict_a_longer_note_through_the_cli(
     for code in rows[0]["codes"]:
         for span in code["evidence"]:
             assert 0 <= span["start"] < span["end"] <= len(text)
+
+
+def test_prior_bias_initialisation() -> None:
+    ctx = ModelContext(
+        label_keys=[f"icd10cm:A0{i}" for i in range(C)],
+        vocab_size=V,
+        n_train_docs=10,
+        label_train_counts=[1, 2, 5, 9, 0],
+        init_from_pretrained=True,
+    )
+    model = build_model({**SMALL, "bias_init": "prior", "bidirectional": True}, ctx)
+    expected = torch.log(torch.tensor([1, 2, 5, 9, 0.5]) / (10 - torch.tensor([1, 2, 5, 9, 0.5])))
+    for branch in model.branches:  # type: ignore[union-attr]
+        torch.testing.assert_close(branch.output.bias.detach(), expected)

@@ -56,6 +56,7 @@ from icdcoder.models.base import (
     register_model,
 )
 from icdcoder.models.encoders import LabelwiseLinear
+from icdcoder.models.init import init_prior_bias
 from icdcoder.models.plant_l2r import L2RScorer, L2RTrainConfig, train_l2r
 from icdcoder.models.plant_mi import compute_brain
 
@@ -115,6 +116,9 @@ class PLANTConfig(ModelConfig):
     l2r_lr_mult: float = Field(0.5, gt=0)  # "half or a third of the LR for the L2R parameters"
     gradual_unfreezing: bool = True
     unfreeze_every: int = Field(1, ge=1)  # epochs per unfreezing stage
+    # "prior": each code's bias starts at the log-odds of its training prevalence (issue 17's informed
+    # initialisation, on in the CodiEsp configs); "zero": the seed.
+    bias_init: Literal["zero", "prior"] = "zero"
 
 
 def _awd(cfg: PLANTConfig, drops: tuple[float, ...], mult: float) -> AWDConfig:
@@ -259,6 +263,10 @@ class PLANT(IcdModel):
         self.branches = nn.ModuleList(
             PlantBranch(config, ctx) for _ in range(2 if config.bidirectional else 1)
         )
+        if config.bias_init == "prior" and ctx.init_from_pretrained:
+            for branch in self.branches:
+                assert isinstance(branch, PlantBranch)
+                init_prior_bias(branch.output.bias, ctx)
         m = ctx.vocab_size if config.brain_top_tokens == 0 else min(config.brain_top_tokens, ctx.vocab_size)
         # The brain: each label's best tokens and their values (saved with the weights, fitted by fit_priors).
         self.register_buffer("brain_ids", torch.zeros(ctx.n_labels, m, dtype=torch.long))
