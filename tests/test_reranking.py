@@ -60,7 +60,7 @@ def test_ranked_map_is_the_organisers_definition() -> None:
 
 
 def test_note_features_hand_computed() -> None:
-    spec = FeatureSpec(["m", "t"], {"m": ["negated"], "t": []})
+    spec = FeatureSpec(["m", "t"], {"m": ["negated", "score"], "t": []})
     per = {
         "m": SourceRanking({"icd10cm:C64.1": 0.8}, {"icd10cm:C64.1": {"negated": 1.0}}),
         "t": SourceRanking({"icd10cm:C64": 0.6, "icd10cm:C64.1": 0.2}),
@@ -68,10 +68,11 @@ def test_note_features_hand_computed() -> None:
     codes = CodeTable({"icd10cm:C64": 4}, {"icd10cm:C64.1": "Malignant neoplasm of right kidney"})
     cands = union_candidates(per)
     assert cands == ["icd10cm:C64.1", "icd10cm:C64"]
+    assert len(set(spec.names)) == len(spec.names)  # a side feature called "score" gets its own column
     x = note_features(spec, cands, per, codes, note_chars=99)
     f = dict(zip(spec.names, x[0], strict=True))
     assert f["m.score"] == pytest.approx(0.8) and f["m.rank"] == 1 and f["m.in"] == 1 and f["m.gap"] == 0
-    assert f["m.negated"] == 1.0
+    assert f["m.x.negated"] == 1.0
     assert f["t.score"] == pytest.approx(0.2) and f["t.rank"] == 2 and f["t.gap"] == pytest.approx(0.4)
     assert f["n_sources"] == 2 and f["best_rank"] == 1
     assert f["zero_shot"] == 1 and f["train_count_log"] == 0
@@ -82,7 +83,7 @@ def test_note_features_hand_computed() -> None:
     g = dict(zip(spec.names, x[1], strict=True))
     # C64 comes from t only: m's features are the sentinels
     assert g["m.score"] == MISSING and g["m.rank"] == MISSING_RANK and g["m.in"] == 0
-    assert g["m.negated"] == MISSING
+    assert g["m.x.negated"] == MISSING
     assert g["parent_candidate"] == 0 and g["n_children"] == 1
     assert g["train_count_log"] == pytest.approx(np.log1p(4)) and g["zero_shot"] == 0
 
@@ -93,7 +94,7 @@ def test_a_source_with_nothing_for_a_note_gives_sentinels_not_errors() -> None:
     x, groups = pair_matrix(spec, [union_candidates(per)], [per], CodeTable(), [10])
     assert groups.tolist() == [1]
     f = dict(zip(spec.names, x[0], strict=True))
-    assert f["m.in"] == 0 and f["m.coverage"] == MISSING and f["t.in"] == 1
+    assert f["m.in"] == 0 and f["m.x.coverage"] == MISSING and f["t.in"] == 1
 
 
 def _toy(n_notes: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:

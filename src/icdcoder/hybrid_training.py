@@ -223,6 +223,11 @@ def run_hybrid(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
     if cfg.data.source == "codiesp":
         data_identity = {"source": "prepared", "path": str(dataset.path)}
 
+    stages: dict[str, float] = {}  # wall seconds per stage, for the report
+
+    def lap(name: str) -> None:
+        stages[name] = round(time.perf_counter() - t0 - sum(stages.values()), 1)
+
     # 1. full source models
     full: dict[str, LoadedModel] = {}
     for spec in hcfg.sources:
@@ -243,6 +248,7 @@ def run_hybrid(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
         full[spec.name] = load_model_dir(sub / "model")
     srcs = {s.name: source_model(full[s.name], s.name, s.top_k) for s in hcfg.sources}
 
+    lap("sources")
     # 2. cross-fitting: out-of-fold rankings of the training notes
     folds = kfold_assignment([d.id for d in train], hcfg.folds, cfg.train.seed)
     titles = {k: t for lm in full.values() for k, t in zip(lm.labels.keys, lm.labels.titles, strict=True)}
@@ -268,6 +274,7 @@ def run_hybrid(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
         oof[spec.name] = cross_fit(train, folds, hcfg.folds, fit_and_score)
     train_rank = [{n: oof[n][i] for n in oof} for i in range(len(train))]
 
+    lap("cross_fitting")
     # 3. the hybrid's label space: the union of the sources' label spaces
     keys: list[str] = list(dict.fromkeys(k for lm in full.values() for k in lm.labels.keys))
     counts = _code_table(train, titles)
@@ -311,6 +318,7 @@ def run_hybrid(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
     dev_gold = [d.codes for d in dev]
     splits = np.cumsum(dv_groups)[:-1]
 
+    lap("features")
     # re-ranker hyperparameters on dev
     trials = []
     best: tuple[float, Reranker, RankerParams] | None = None
@@ -327,6 +335,8 @@ def run_hybrid(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
             best = (m, ranker, params)
     assert best is not None
     model.set_ranker(fspec, counts, best[1], best[2])
+
+    lap("ranker_on_dev")
 
     # calibration and threshold on dev, through the model's own dense output
     def dense(cands: list[list[str]], parts: list[np.ndarray]) -> np.ndarray:
@@ -455,6 +465,9 @@ def run_hybrid(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
         if run_json.is_file():
             r = read_json(run_json)
             report["source_runs"][n] = {k: r.get(k) for k in ("dev", "test")}
+    write_json(run_dir / "hybrid_report.json", report)
+    lap("save_and_test")
+    report["seconds"] = stages
     write_json(run_dir / "hybrid_report.json", report)
     summary["train_seconds"] = round(time.perf_counter() - t0, 2)
     write_json(run_dir / "run.json", summary)

@@ -2,7 +2,7 @@
 
 Per source s (a fixed, named list): `s.score`, `s.rank` (1-based; missing = MISSING_RANK), `s.in` (0/1),
 `s.gap` (the source's top score in the note minus this code's score) and the source's own side features
-`s.<name>` (e.g. the matcher's coverage, number of mentions, negation and uncertainty cues, the memory's
+`s.x.<name>` (e.g. the matcher's coverage, number of mentions, negation and uncertainty cues, the memory's
 similarity). Missing values are the sentinel MISSING (-1): every score here is ≥ 0, so trees can tell
 "not proposed" apart from "proposed with a low score".
 
@@ -87,7 +87,7 @@ class FeatureSpec:
         out: list[str] = []
         for s in self.sources:
             out += [f"{s}.score", f"{s}.rank", f"{s}.in", f"{s}.gap"]
-            out += [f"{s}.{f}" for f in self.side_features.get(s, [])]
+            out += [f"{s}.x.{f}" for f in self.side_features.get(s, [])]  # .x.: never clashes with the above
         out += [
             "n_sources",
             "best_rank",
