@@ -114,6 +114,7 @@ def test_static_attention_uses_only_the_top_k_brain_tokens(tmp_path: Path) -> No
         {"inattention": False},
         {"learned_inattn": 3, "planted_tokens": "lm_argmax"},
         {"l2r": "mlp"},
+        {"sources": ["learned"]},  # A only: the LAAT-like ablation on the same encoder
     ],
 )
 def test_note_read_in_segments_equals_note_read_at_once(tmp_path: Path, kw: dict[str, Any]) -> None:

@@ -516,6 +516,9 @@ class PLANT(IcdModel):
         cfg = self.cfg
         train_token_ids, train_targets, seed = corpus.train_token_ids, corpus.train_targets, corpus.seed
         summary: dict[str, Any] = {}
+        if not {"static", "planted"} & set(cfg.sources):  # A only: no brain, no L2R to fit
+            summary.update(self._fit_lm(corpus))
+            return summary
         t0 = time.perf_counter()
         brain = compute_brain(
             train_token_ids,
@@ -549,6 +552,14 @@ class PLANT(IcdModel):
             branch.l2r.load_state_dict(first.l2r.state_dict())
         summary["l2r_seconds"] = round(time.perf_counter() - t0, 3)
         summary["l2r_ndcg"] = [round(x, 4) for x in history[:: max(1, len(history) // 10)]] + history[-1:]
+        summary.update(self._fit_lm(corpus))
+        return summary
+
+    def _fit_lm(self, corpus: TrainingCorpus) -> dict[str, Any]:
+        """Pre-train (or read from the cache) the LM of each reading direction and load its encoder."""
+        cfg = self.cfg
+        summary: dict[str, Any] = {}
+        train_token_ids, seed = corpus.train_token_ids, corpus.seed
         if cfg.lm_pretrain:
             texts = list(train_token_ids) + list(corpus.extra_token_ids)
             lm_cfg = LMTrainConfig(
