@@ -95,6 +95,7 @@ class LoadedModel:
     metadata: dict[str, Any]
     calibration: Calibrator = field(default_factory=Calibrator)
     n_train_docs: int = 0  # training notes (context.json): with labels.train_counts, the codes' priors
+    n_train_docs: int = 0  # training notes (context.json): with labels.train_counts, the codes' priors
 
 
 def context_to_json(ctx: ModelContext) -> dict[str, Any]:
@@ -200,6 +201,12 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
     if not meta_path.is_file():
         raise ModelDirError("not an icdcoder model directory (metadata.json missing).", path=path)
     meta = read_json(meta_path)
+    if not isinstance(meta, dict) or not isinstance(meta.get("sha256", {}), dict):
+        raise ModelDirError(
+            "metadata.json is not an object with a 'sha256' map of the files.",
+            path=meta_path,
+            fix="restore the model directory from the training run or retrain.",
+        )
     if meta.get("format") != FORMAT:
         raise ModelDirError(
             f"unsupported model format {meta.get('format')!r} (expected {FORMAT}).", path=meta_path
@@ -222,6 +229,12 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
         vocab = Vocab.load(path / "vocab.json")
         tokenizer = tokenizer_from_config(read_json(path / "tokenizer.json"))
         cj = read_json(path / "context.json")
+        if not isinstance(cj, dict) or not isinstance(cj.get("vocab_size"), int):
+            raise ModelDirError(
+                "context.json is not an object with an integer 'vocab_size'.",
+                path=path / "context.json",
+                fix="restore the model directory from the training run or retrain.",
+            )
         calibration = (
             Calibrator.from_dict(read_json(path / "calibration.json"), str(path / "calibration.json"))
             if "calibration.json" in listed
@@ -229,8 +242,8 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
         )
     except IcdcoderError:
         raise
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelDirError(f"unreadable model directory: {exc}.", path=path) from None
+    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
+        raise ModelDirError(f"unreadable model directory: {str(exc)[:300]}.", path=path) from None
     if labels.fingerprint != meta.get("label_fingerprint"):
         raise ModelDirError(
             "labels.json does not match the label space the weights were trained on.",
@@ -240,18 +253,27 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
         raise ModelDirError(
             "vocab.json does not match the vocabulary the weights were trained on.", path=path / "vocab.json"
         )
-    ctx = ModelContext(
-        label_keys=labels.keys,
-        vocab_size=int(cj["vocab_size"]),
-        pad_id=int(cj.get("pad_id", 0)),
-        label_token_ids=cj.get("label_token_ids", []),
-        label_synonym_token_ids=cj.get("label_synonym_token_ids", []),
-        token_doc_freq=cj.get("token_doc_freq", []),
-        n_train_docs=int(cj.get("n_train_docs", 0)),
-        extras=dict(cj.get("extras", {})),
-        sources=_load_sources(path, meta, device),
-    )
-    model = build_model(config.model, ctx)
+    try:  # a context.json whose fields parse but have the wrong types is refused, not a traceback
+        ctx = ModelContext(
+            label_keys=labels.keys,
+            vocab_size=int(cj["vocab_size"]),
+            pad_id=int(cj.get("pad_id", 0)),
+            label_token_ids=cj.get("label_token_ids", []),
+            label_synonym_token_ids=cj.get("label_synonym_token_ids", []),
+            token_doc_freq=cj.get("token_doc_freq", []),
+            n_train_docs=int(cj.get("n_train_docs", 0)),
+            extras=dict(cj.get("extras", {})),
+            sources=_load_sources(path, meta, device),
+        )
+        model = build_model(config.model, ctx)
+    except IcdcoderError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as exc:
+        raise ModelDirError(
+            f"context.json does not fit the model: {str(exc)[:200]}.",
+            path=path / "context.json",
+            fix="restore the model directory from the training run or retrain.",
+        ) from None
     try:
         state = load_file(path / "model.safetensors")
         model.load_state_dict(state, strict=True)

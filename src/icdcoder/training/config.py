@@ -112,7 +112,14 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             if not isinstance(nxt, dict):
                 raise ConfigError(f"override {item!r}: {p!r} is not a section.")
             node = nxt
-        node[parts[-1]] = yaml.safe_load(value)
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or "not a YAML value"
+            raise ConfigError(
+                f"override {item!r}: the value is not valid YAML ({problem}).",
+                fix="quote it, e.g. --set 'data.path=\"my dir\"'.",
+            ) from None
     return raw
 
 
