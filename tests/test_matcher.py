@@ -28,7 +28,21 @@ KEYS = [f"icd10cm:{c}" for c in CODES]
 
 
 def matcher(lang: str, cache: Path) -> OntologyMatcher:
-    cfg = MatcherConfig(name="matcher", lang=lang, cache_dir=str(cache))
+    # hand-set scoring (not the CodiEsp-tuned defaults): negation and family history cost, and a term inside a
+    # longer match does not fire alone
+    cfg = MatcherConfig(
+        name="matcher",
+        lang=lang,
+        cache_dir=str(cache),
+        min_coverage=0.6,
+        coverage_power=2.0,
+        negated=0.3,
+        family=0.3,
+        unspecified=0.85,
+        other=0.7,
+        parent=0.6,
+        subsumed=0.0,
+    )
     return OntologyMatcher(cfg, ModelContext(label_keys=KEYS, vocab_size=2))
 
 

@@ -40,12 +40,13 @@ log = logging.getLogger(__name__)
 INDEX_VERSION = 1
 _PARENTHETICAL = re.compile(r"\s*[(\[][^()\[\]]*[)\]]")
 _SENTENCE_END = re.compile(r"[.;:?!](?=\s|$)|\n")
+_CLAUSE_END = re.compile(r"[.;:?!,](?=\s|$)|\n|\(|\)")
 FLAG_UNSPECIFIED, FLAG_OTHER = 1, 2
 
 
 def window(n_keys: int) -> int:
-    """How far (in note words) a term's keys may lie from its anchor: the term's length plus slack."""
-    return 2 * n_keys + 3
+    """How far (in note words, stop words left out) a term's keys may lie from its anchor."""
+    return n_keys + 2
 
 
 @dataclass
@@ -195,9 +196,13 @@ class TermIndex:
         a, b = self.code_ptr[term], self.code_ptr[term + 1]
         return self.code_idx[a:b], self.code_weight[a:b]
 
-    def match(self, words: list[Word], text: str, min_coverage: float) -> list[Match]:
-        """Terms found in a note (its `words` from the same normalizer; `text` for sentence ends)."""
-        ends = [m.start() for m in _SENTENCE_END.finditer(text)]
+    def match(
+        self, words: list[Word], text: str, min_coverage: float, *, clauses: bool = True
+    ) -> list[Match]:
+        """Terms found in a note (its `words` from the same normalizer; `text` for sentence ends). With
+        `clauses`, commas and brackets also end a matching window ("nephrolithiasis, hematuria or urinary
+        tract infections" is a list, not one term)."""
+        ends = [m.start() for m in (_CLAUSE_END if clauses else _SENTENCE_END).finditer(text)]
         out: list[Match] = []
         sentence: list[int] = []
         e = 0

@@ -79,6 +79,7 @@ class Normalizer:
         # rewrites: tuple of folded source words -> folded target words (phrases, then abbreviations, whose
         # expansions are themselves rewritten: HTA -> hipertension arterial -> hipertension)
         self.rewrites: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self.upper_only: set[tuple[str, ...]] = set()  # abbreviations that are also words (ALL, TC)
         self.max_rewrite = 1
         self._stemmer = snowballstemmer.stemmer(_STEMMER_NAMES[lang])
         self._stems: dict[str, str] = {}
@@ -87,7 +88,10 @@ class Normalizer:
             for row in _resource_lines(table):
                 if len(row) >= 2 and row[0] and row[1]:
                     target = tuple(w for w, _, _ in self.rewrite([(w, 0, 0) for w in _WORD.findall(row[1])]))
-                    self.rewrites.setdefault(tuple(_WORD.findall(row[0])), target)
+                    source = tuple(_WORD.findall(row[0]))
+                    self.rewrites.setdefault(source, target)
+                    if len(row) >= 3 and row[2] == "upper":
+                        self.upper_only.add(source)
             self.max_rewrite = max((len(k) for k in self.rewrites), default=1)
         # organ adjectives meet their noun on the stem (renal, renales -> stem of kidney / rinon)
         self.organs = {
@@ -111,13 +115,24 @@ class Normalizer:
         """Folded words with their raw spans."""
         return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(fold(text))]
 
-    def rewrite(self, words: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
-        """Apply the rewrite tables (longest phrase first, left to right)."""
+    def rewrite(
+        self, words: list[tuple[str, int, int]], text: str | None = None
+    ) -> list[tuple[str, int, int]]:
+        """Apply the rewrite tables (longest phrase first, left to right). With the raw `text`, an
+        `upper` abbreviation is expanded only where it is written in capitals."""
         out: list[tuple[str, int, int]] = []
         i, n = 0, len(words)
         while i < n:
             for size in range(min(self.max_rewrite, n - i), 0, -1):
-                target = self.rewrites.get(tuple(w for w, _, _ in words[i : i + size]))
+                source = tuple(w for w, _, _ in words[i : i + size])
+                target = self.rewrites.get(source)
+                if (
+                    target is not None
+                    and source in self.upper_only
+                    and text is not None
+                    and not text[words[i][1] : words[i + size - 1][2]].isupper()
+                ):
+                    target = None
                 if target is not None:
                     start, end = words[i][1], words[i + size - 1][2]
                     out.extend((t, start, end) for t in target)
@@ -132,7 +147,7 @@ class Normalizer:
         """Matching keys of `text` (rewritten, stop words dropped, stemmed) with raw spans."""
         out = []
         # twice: an expanded abbreviation may start a phrase ("DM tipo 2" -> "diabetes tipo 2" -> ...)
-        for w, a, b in self.rewrite(self.rewrite(self.raw_words(text))):
+        for w, a, b in self.rewrite(self.rewrite(self.raw_words(text), text), text):
             if w not in self.stopwords:
                 stem = self.stem(w)
                 out.append(Word(self.organs.get(stem, stem), a, b))

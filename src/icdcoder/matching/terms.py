@@ -43,14 +43,19 @@ CIE_UNSPECIFIED_CHILD = "cie_title_of_parent"
 SPANISH_WEIGHTS = {CIE_TITLE: 1.0, CIE_ANCESTOR_TITLE: 0.85, CIE_UNSPECIFIED_CHILD: 1.0}
 
 Term = tuple[str, float]  # (text, weight)
-TERMS_VERSION = 2  # bump when the choice of terms changes (invalidates cached term texts)
+TERMS_VERSION = 3  # bump when the choice of terms changes (invalidates cached term texts)
 
 
 def english_terms(key: str) -> list[Term]:
     """Weighted terms of a `system:code` key from the ontology's synonym list (title first)."""
     system, code = key.split(":", 1)
     onto = get_ontology()
-    out = [(s.text, SOURCE_WEIGHTS.get(s.source, 0.7)) for s in onto.synonyms(system, code)]
+    # a one-word title of a GEM-linked code ("Examination", "Pain") is far broader than the code
+    out = [
+        (s.text, SOURCE_WEIGHTS.get(s.source, 0.7))
+        for s in onto.synonyms(system, code)
+        if not (s.source.startswith("gem_") and len(s.text.split()) < 2)
+    ]
     if not out:
         title = onto.title(key)
         out = [(title, 1.0)] if title else []
