@@ -130,7 +130,7 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None
     assert clean_stale_temporaries(out) == []
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("delay", [0.0, 0.5])
 def test_prepare_killed_with_sigkill_leaves_nothing_taken_as_complete(tmp_path: Path, delay: float) -> None:
     notes = _jsonl(tmp_path / "notes.jsonl", 10_000)
     out = tmp_path / "prepared"
@@ -183,3 +183,45 @@ def test_lone_surrogate_in_jsonl_is_an_error(tmp_path: Path) -> None:
     pair = tmp_path / "p.jsonl"  # a whole surrogate pair is a valid character
     pair.write_text('{"id": "a", "text": "\\ud83d\\ude00", "codes": []}\n', "utf-8")
     assert next(iter(iter_jsonl(pair))).text == "\U0001f600"
+
+
+def _train_cfg(tmp_path: Path, data: Path) -> Path:
+    import yaml
+
+    cfg = {
+        "dataset_name": "tiny",
+        "data": {"source": "prepared", "path": str(data)},
+        "embeddings": {"word2vec": False},
+        "model": {"name": "caml", "embed_dim": 8, "num_filters": 6, "kernel_size": 3},
+        "train": {"epochs": 3, "batch_size": 4, "lr": 0.01, "seed": 0, "progress": False, "num_threads": 1,
+                  "patience": 0, "checkpoint_every": 3},
+    }  # fmt: skip
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return path
+
+
+def test_train_killed_with_sigkill_resumes_to_the_uninterrupted_result(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    cfg = _train_cfg(tmp_path, tiny_dataset)
+    whole = tmp_path / "whole"
+    assert runner.invoke(app, ["train", str(cfg), "--out", str(whole)]).exit_code == 0
+    expected = json.loads((whole / "test_metrics.json").read_text())
+    for n, wait_for in enumerate(["checkpoint/state.json"]):  # killed mid-training, after a checkpoint
+        run = tmp_path / f"killed{n}"
+        cmd = [sys.executable, "-m", "icdcoder", "train", str(cfg), "--out", str(run)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not (run / wait_for).exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if not (run / "run.json").exists():  # killed part-way: nothing looks finished
+            assert not (run / "model").exists() and not (run / "test_metrics.json").exists()
+        resumed = runner.invoke(app, ["train", str(cfg), "--out", str(run), "--resume"])
+        assert resumed.exit_code == 0, resumed.output
+        assert json.loads((run / "test_metrics.json").read_text()) == expected
+        assert not list(run.glob(".*.tmp-*")) and not list(
+            (run / "checkpoint").parent.glob(".checkpoint.tmp-*")
+        )
