@@ -237,7 +237,3 @@ def fit_convex(
         best_epoch=best[1], best_score=best[0], epochs_run=len(grid), steps=total_iter, history=history
     )
 
-
-def selected_c(result: TrainResult) -> float:
-    """The C the solver kept (from its history)."""
-    return float(result.history[result.best_epoch - 1]["c"])
