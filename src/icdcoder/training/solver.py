@@ -236,4 +236,3 @@ def fit_convex(
     return TrainResult(
         best_epoch=best[1], best_score=best[0], epochs_run=len(grid), steps=total_iter, history=history
     )
-
