@@ -257,6 +257,7 @@ def test_same_seed_same_hybrid(hybrid_run: Path, tmp_path: Path, tiny_dataset: P
     ta = json.loads((hybrid_run / "test_metrics.json").read_text())
     tb = json.loads((tmp_path / "again" / "test_metrics.json").read_text())
     assert ta["map"] == tb["map"] and ta["f1_micro"] == tb["f1_micro"]
+    assert list((hybrid_run / "rankings").glob("*.json.gz"))  # source rankings cached for reruns
 
 
 def test_calibrate_rewrites_the_hybrid_with_its_sources(

@@ -23,6 +23,9 @@ union, per-source and hybrid MAP, the weighted-sum ablation, feature importance)
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import json
 import logging
 import time
 from collections import Counter
@@ -38,7 +41,7 @@ from icdcoder.data.prepared import write_prepared
 from icdcoder.errors import ConfigError
 from icdcoder.evaluation.calibration import METRIC_KEYS as CALIBRATION_KEYS
 from icdcoder.evaluation.calibration import calibration_metrics, fit_calibrator
-from icdcoder.io import read_json, write_json
+from icdcoder.io import atomic_write, read_json, write_json
 from icdcoder.modeldir import LoadedModel, load_model_dir, save_model_dir, source_model
 from icdcoder.models.base import ModelContext, build_model
 from icdcoder.models.hybrid import LOGIT_FLOOR, HybridCoder, HybridConfig, HybridSourceSpec, SourceModel
@@ -105,11 +108,35 @@ def source_config(spec: HybridSourceSpec, hybrid: ExperimentConfig, data: dict[s
     return parse_config(raw, source=f"{path} (source {spec.name} of the hybrid)")
 
 
-def rank_docs(src: SourceModel, docs: Sequence[Document]) -> list[SourceRanking]:
+def rank_docs(
+    src: SourceModel, docs: Sequence[Document], model_dir: Path | None = None, cache: Path | None = None
+) -> list[SourceRanking]:
+    """A source's rankings of `docs`; with `cache`, kept in a file keyed by the source's model directory
+    (its metadata.json, which pins every file's checksum), the note ids and top-k, so rerunning the hybrid
+    (e.g. after a re-ranker change) does not score the notes again."""
+    path = None
+    if cache is not None and model_dir is not None:
+        h = hashlib.sha256((model_dir / "metadata.json").read_bytes())
+        h.update(f"{src.top_k}\n{chr(10).join(d.id for d in docs)}".encode())
+        path = cache / f"{src.name}-{h.hexdigest()[:20]}.json.gz"
+        if path.is_file():
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                rows = json.load(fh)
+            return [
+                SourceRanking(
+                    r["scores"], r["features"], {k: [tuple(x) for x in v] for k, v in r["spans"].items()}
+                )
+                for r in rows
+            ]
     out: list[SourceRanking] = []
     for i in range(0, len(docs), SCORE_BATCH):
         part = docs[i : i + SCORE_BATCH]
         out += src.rank([d.text for d in part], [d.id for d in part])
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [{"scores": r.scores, "features": r.features, "spans": r.spans} for r in out]
+        with atomic_write(path, "wb", encoding=None) as raw, gzip.open(raw, "wt", encoding="utf-8") as fh:
+            json.dump(rows, fh)
     return out
 
 
@@ -247,6 +274,7 @@ def run_hybrid(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
             run_experiment(source_config(spec, cfg, data_identity), sub)
         full[spec.name] = load_model_dir(sub / "model")
     srcs = {s.name: source_model(full[s.name], s.name, s.top_k) for s in hcfg.sources}
+    cache = run_dir / "rankings"  # the sources' rankings of every note, reused by a rerun
 
     lap("sources")
     # 2. cross-fitting: out-of-fold rankings of the training notes
@@ -256,7 +284,7 @@ def run_hybrid(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
     oof: dict[str, list[SourceRanking]] = {}
     for spec in hcfg.sources:
         if not spec.crossfit:  # learns nothing from training labels: its scores of train notes are OOF
-            oof[spec.name] = rank_docs(srcs[spec.name], train)
+            oof[spec.name] = rank_docs(srcs[spec.name], train, full[spec.name].path, cache)
             continue
 
         def fit_and_score(
@@ -269,7 +297,8 @@ def run_hybrid(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
                 fcfg = source_config(spec, cfg, {"source": "prepared", "path": str(fdir / "data")})
                 no_test = fcfg.eval.model_copy(update={"test": False})
                 run_experiment(fcfg.model_copy(update={"eval": no_test}), sub)
-            return rank_docs(source_model(load_model_dir(sub / "model"), spec.name, spec.top_k), held)
+            fold_src = source_model(load_model_dir(sub / "model"), spec.name, spec.top_k)
+            return rank_docs(fold_src, held, sub / "model", cache)
 
         oof[spec.name] = cross_fit(train, folds, hcfg.folds, fit_and_score)
     train_rank = [{n: oof[n][i] for n in oof} for i in range(len(train))]
@@ -312,7 +341,7 @@ def run_hybrid(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
     tr_y = np.asarray([float(c in set(d.codes)) for d, cs in zip(train, tr_cands, strict=True) for c in cs])
     dev_rank = [
         {n: r for n, r in zip(spec_names, per, strict=True)}
-        for per in zip(*(rank_docs(srcs[n], dev) for n in spec_names), strict=True)
+        for per in zip(*(rank_docs(srcs[n], dev, full[n].path, cache) for n in spec_names), strict=True)
     ]
     dv_cands, dv_x, dv_groups = rows(dev, dev_rank, [counts] * len(dev))
     dev_gold = [d.codes for d in dev]
@@ -404,7 +433,7 @@ def run_hybrid(cfg: ExperimentConfig, run_dir: str | Path) -> dict[str, Any]:
         test = docs["test"]
         te_rank = [
             {n: r for n, r in zip(spec_names, per, strict=True)}
-            for per in zip(*(rank_docs(srcs[n], test) for n in spec_names), strict=True)
+            for per in zip(*(rank_docs(srcs[n], test, full[n].path, cache) for n in spec_names), strict=True)
         ]
         te_cands, te_x, te_groups = rows(test, te_rank, [counts] * len(test))
         te_parts = np.split(best[1].score(te_x), np.cumsum(te_groups)[:-1])

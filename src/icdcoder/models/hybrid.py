@@ -39,7 +39,7 @@ from icdcoder.models.base import (
     register_model,
 )
 from icdcoder.reranking.candidates import SourceRanking, union_candidates
-from icdcoder.reranking.features import CodeTable, FeatureSpec, pair_matrix
+from icdcoder.reranking.features import CodeTable, FeatureSpec, category, pair_matrix
 from icdcoder.reranking.ranker import RankerParams, Reranker
 
 # Codes outside a note's candidates get this logit (σ ≈ 1e-13); candidates' scores are kept above it.
@@ -78,6 +78,10 @@ class HybridConfig(ModelConfig):
         ]
     )
     ranker_threads: int = Field(1, ge=1)
+    # Hierarchy expansion: the training-seen codes sharing the 3-character category of each of the first N
+    # candidates join the candidates (within max_candidates), for sources that find the right category
+    # but a sibling code. 0 = off.
+    expand_siblings: int = Field(0, ge=0)
 
 
 @dataclass
@@ -224,6 +228,19 @@ class HybridCoder(IcdModel):
     def candidates(self, per_source: dict[str, SourceRanking]) -> list[str]:
         """The note's candidates (never empty: the most frequent training codes when no source speaks)."""
         cands = [c for c in union_candidates(per_source, self.cfg.max_candidates) if c in self._index]
+        if self.cfg.expand_siblings:
+            by_category: dict[str, list[str]] = {}
+            for c in sorted(self.codes.train_counts, key=lambda c: (-self.codes.train_counts[c], c)):
+                if c in self._index:
+                    by_category.setdefault(category(c), []).append(c)
+            seen = set(cands)
+            for c in cands[: self.cfg.expand_siblings]:
+                for sib in by_category.get(category(c), []):
+                    if len(cands) >= self.cfg.max_candidates:
+                        break
+                    if sib not in seen:
+                        seen.add(sib)
+                        cands.append(sib)
         if not cands:
             prior = sorted(self.codes.train_counts, key=lambda c: (-self.codes.train_counts[c], c))
             cands = [c for c in prior if c in self._index][: self.cfg.fallback_prior] or self.label_keys[:1]
