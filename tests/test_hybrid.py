@@ -279,3 +279,28 @@ def test_calibrate_rewrites_the_hybrid_with_its_sources(
     lm = load_model_dir(out)  # sources/ came along and still match the pinned checksums
     assert lm.calibration.method == "temperature"
     assert sorted(p.name for p in (out / "sources").iterdir()) == ["keyword", "tfidf"]
+
+
+def test_sibling_expansion_adds_train_seen_codes_of_the_same_category() -> None:
+    from icdcoder.models.hybrid import HybridCoder, HybridConfig, SourceModel
+    from icdcoder.reranking.features import CodeTable
+
+    keys = ["icd10cm:E11.9", "icd10cm:E11.65", "icd10cm:E11.8", "icd10cm:I10", "icd10cm:E10.9"]
+    src = SourceModel(
+        "s",
+        KeywordModel(KeywordConfig(name="test_keyword"), ModelContext(keys, 2)),
+        keys,
+        lambda t: [],
+        0,
+        lambda p: p,
+    )
+    cfg = HybridConfig(name="hybrid", sources=[{"name": "s"}], expand_siblings=1, max_candidates=3)  # type: ignore[list-item]
+    model = HybridCoder(cfg, ModelContext(keys, 2, sources={"s": src}))
+    model.codes = CodeTable({"icd10cm:E11.9": 5, "icd10cm:E11.65": 2, "icd10cm:I10": 3, "icd10cm:E10.9": 4})
+    # E11.65: a train-seen sibling of E11.9; E11.8: never in training; I10, E10.9: other categories
+    assert model.candidates({"s": SourceRanking({"icd10cm:E11.9": 0.9})}) == [
+        "icd10cm:E11.9",
+        "icd10cm:E11.65",
+    ]
+    # no source speaks: the most frequent training codes, so the ranking is never empty
+    assert model.candidates({"s": SourceRanking()})[:2] == ["icd10cm:E11.9", "icd10cm:E10.9"]
