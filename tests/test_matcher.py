@@ -183,3 +183,36 @@ def test_cli_train_predict_a_code_never_seen_in_training(
     top = row["codes"][0]
     assert top["key"] == "icd10cm:R10.84"
     assert [text[e["start"] : e["end"]] for e in top["evidence"]] == ["generalized abdominal pain"]
+
+
+def test_codiesp_releases_hold_the_2018_leaves_and_4_character_procedures() -> None:
+    from icdcoder.ontology.releases import release_codes
+
+    cm = set(release_codes("icd10cm", "icd10cm-2018"))
+    assert {"icd10cm:R51", "icd10cm:R05", "icd10cm:M54.5", "icd10cm:S02.0XX", "icd10cm:R51.9"} <= cm
+    assert not any(k.startswith("icd10cm:chapter") or "-" in k for k in cm)
+    leaves = set(release_codes("icd10cm", None))
+    assert "icd10cm:R51.9" in leaves and "icd10cm:R51" not in leaves
+    pcs = set(release_codes("icd10pcs", "icd10pcs-2018"))
+    assert {"icd10pcs:0DTJ", "icd10pcs:0DTJ4ZZ"} <= pcs and not any(
+        len(k) == len("icd10pcs:0DT") for k in pcs
+    )
+
+
+def test_large_label_spaces_write_top_k_predictions(tmp_path: Path) -> None:
+    import numpy as np
+
+    from icdcoder.training.data import EncodedSplit
+    from icdcoder.training.evaluate import read_predictions, write_predictions
+    from icdcoder.training.labels import LabelSpace
+
+    labels = LabelSpace(keys=[f"icd10cm:A{i:02d}" for i in range(6)])
+    split = EncodedSplit(["d1", "d2"], [np.zeros(1, np.int64)] * 2, [[1], [4]], [[], ["icd10cm:Z99"]])
+    probs = np.array([[0.1, 0.9, 0.3, 0.0, 0.2, 0.05], [0.6, 0.1, 0.2, 0.3, 0.8, 0.0]], dtype=np.float32)
+    write_predictions(tmp_path / "p.parquet", probs, split, labels, top_k=2)
+    ids, gold, back, keys = read_predictions(tmp_path / "p.parquet")
+    assert ids == ["d1", "d2"] and gold == [["icd10cm:A01"], ["icd10cm:A04", "icd10cm:Z99"]]
+    expected = np.zeros_like(probs)
+    expected[0, [1, 2]] = probs[0, [1, 2]]
+    expected[1, [4, 0]] = probs[1, [4, 0]]
+    assert keys == labels.keys and np.array_equal(back, expected)
