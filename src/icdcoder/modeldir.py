@@ -283,6 +283,13 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
             path=path / "model.safetensors",
             fix="the directory mixes files from different runs; retrain or restore it.",
         ) from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # NaN weights give NaN probabilities: refuse here rather than code every note wrongly
+        raise ModelDirError(
+            f"weights hold NaN or infinite values ({', '.join(bad[:3])}).",
+            path=path / "model.safetensors",
+            fix="the training diverged or the file was damaged; retrain (lower train.lr) or restore it.",
+        )
     if MODEL_STATE in listed:
         try:
             model.load_state_json(read_json(path / MODEL_STATE))

@@ -1,0 +1,62 @@
+"""Inputs that are not what they claim (issue 16): non-regular note files, colliding note ids, a model whose
+weights are not finite."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from icdcoder.errors import DataError, ModelDirError
+from icdcoder.inference.reading import MAX_NOTE_BYTES, collect_note_files, read_note
+from icdcoder.modeldir import load_model_dir
+from test_serving import trained_tiny_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_non_regular_and_huge_files_are_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.txt"
+    os.mkfifo(fifo)  # opening it would block forever
+    with pytest.raises(DataError, match="not a regular file"):
+        read_note(fifo)
+    if Path("/dev/zero").exists():
+        with pytest.raises(DataError, match="not a regular file"):
+            read_note(Path("/dev/zero"))
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as fh:
+        fh.truncate(MAX_NOTE_BYTES + 10)
+    with pytest.raises(DataError):
+        read_note(big)
+
+
+def test_note_ids_from_two_folders_never_collide_silently(tmp_path: Path) -> None:
+    for folder in ("ward1", "ward2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.txt").write_text("fever", encoding="utf-8")
+    with pytest.raises(DataError, match="share the id 'a'"):
+        collect_note_files([tmp_path / "ward1", tmp_path / "ward2"])
+    assert len(collect_note_files([tmp_path / "ward1"])) == 1
+
+
+def test_non_finite_weights_are_refused(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(trained_tiny_model(tmp_path_factory), model)
+    weights = load_file(model / "model.safetensors")
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name] = weights[name].clone()
+    weights[name].view(-1)[0] = torch.nan
+    save_file(weights, model / "model.safetensors")
+    meta = json.loads((model / "metadata.json").read_text())
+    meta["sha256"]["model.safetensors"] = hashlib.sha256(
+        (model / "model.safetensors").read_bytes()
+    ).hexdigest()
+    (model / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelDirError, match="NaN or infinite"):
+        load_model_dir(model)
