@@ -418,6 +418,10 @@ SURFACES: dict[str, Callable[[Path, int, float], Tally]] = {
 }
 
 
+def _progress(tally: Tally, t0: float) -> None:
+    print(f"{tally.row()}  ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+
 def run(examples: int, surfaces: list[str], model_dir: Path | None, timeout: float) -> list[Tally]:
     tallies = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -426,14 +430,16 @@ def run(examples: int, surfaces: list[str], model_dir: Path | None, timeout: flo
             work = Path(tmp) / name
             work.mkdir()
             tallies.append(SURFACES[name](work, examples, timeout))
-            print(
-                f"{name}: {tallies[-1].inputs:,} inputs in {time.perf_counter() - t0:.0f} s", file=sys.stderr
-            )
+            _progress(tallies[-1], t0)
         if model_dir is not None:
             work = Path(tmp) / "model-files"
             work.mkdir()
+            t0 = time.perf_counter()
             tallies.append(surface_model_dir(model_dir, work, examples, timeout))
+            _progress(tallies[-1], t0)
+            t0 = time.perf_counter()
             tallies.append(surface_http(model_dir, examples, timeout))
+            _progress(tallies[-1], t0)
     return tallies
 
 
