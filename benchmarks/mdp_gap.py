@@ -74,7 +74,7 @@ def main() -> None:
             g = solve_greedy_swap(dist, m)
             exact_obj.append(e.objective)
             greedy_obj.append(g.objective)
-            rand_obj.append(objective(dist, rng.choice(len(row), m, replace=False)))
+            rand_obj.append(objective(dist, rng.choice(len(vecs), m, replace=False)))
             optimal += e.optimal
             t_exact += e.seconds
             t_greedy += g.seconds
