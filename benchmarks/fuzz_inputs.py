@@ -142,7 +142,7 @@ _JSON = st.recursive(
     _JSON_LEAF, lambda k: st.lists(k, max_size=4) | st.dictionaries(_TEXT, k, max_size=4), max_leaves=12
 )
 _FIELD_VALUE = st.one_of(_JSON, _CODES, st.lists(_CODES, max_size=3))
-_ROW = st.fixed_dictionaries(
+_ANY_ROW = st.fixed_dictionaries(
     {},
     optional={
         "id": _JSON_LEAF | st.sampled_from(["a", "b", 1]),
@@ -155,6 +155,13 @@ _ROW = st.fixed_dictionaries(
             st.fixed_dictionaries({"code": _CODES, "start": _JSON_LEAF, "end": _JSON_LEAF}), max_size=2
         ),
     },
+)
+_ROW = st.one_of(  # rows with the required fields half of the time, so the field checks are reached
+    _ANY_ROW,
+    st.fixed_dictionaries(
+        {"id": st.sampled_from(["a", "b", "n1"]) | _JSON_LEAF, "text": _TEXT, "codes": _FIELD_VALUE},
+        optional={"split": st.sampled_from(["train", "dev", "test", "", None, 3]), "spans": _FIELD_VALUE},
+    ),
 )
 
 
@@ -176,13 +183,26 @@ def _csv_cell() -> st.SearchStrategy[str]:
     return st.one_of(_TEXT, _CODES, st.sampled_from(['"quoted"', 'a "stray', '""', '"a,b"', "x\ny", "\r\n"]))
 
 
-_CSV_FILE = st.one_of(
-    st.tuples(
-        st.lists(st.sampled_from(["id", "text", "codes", "split", "spans", "extra", "id", ""]), max_size=5),
-        st.lists(st.lists(_csv_cell(), max_size=6), max_size=5),
-        st.sampled_from([",", ";", "\t"]),
-    ).map(lambda t: "\n".join(t[2].join(row) for row in [t[0], *t[1]]).encode("utf-8", "surrogatepass")),
-    st.binary(max_size=120),
+_CSV_HEADER = st.one_of(
+    st.sampled_from(
+        [["id", "text", "codes"], ["id", "text", "codes", "split"], ["codes", "id", "text", "x"]]
+    ),
+    st.lists(st.sampled_from(["id", "text", "codes", "split", "spans", "extra", "id", ""]), max_size=5),
+)
+
+
+def _csv_rows(header: list[str]) -> st.SearchStrategy[tuple[list[str], list[list[str]], str]]:
+    """Rows of the header's width most of the time (so the fields are parsed), ragged ones sometimes."""
+    fitting = st.lists(st.one_of(_csv_cell(), _CODES), min_size=len(header), max_size=len(header))
+    row = st.one_of(fitting, fitting, st.lists(_csv_cell(), max_size=6))
+    return st.tuples(st.just(header), st.lists(row, max_size=5), st.sampled_from([",", ",", ";", "\t"]))
+
+
+_CSV_FILE = st.one_of(  # (file bytes, the delimiter it is read with)
+    _CSV_HEADER.flatmap(_csv_rows).map(
+        lambda t: ("\n".join(t[2].join(row) for row in [t[0], *t[1]]).encode("utf-8", "surrogatepass"), t[2])
+    ),
+    st.tuples(st.binary(max_size=120), st.sampled_from([",", ";"])),
 )
 
 _TSV_LINE = st.lists(_TEXT.filter(lambda s: "\t" not in s and "\n" not in s), max_size=6).map("\t".join)
@@ -228,10 +248,10 @@ def surface_csv(tmp: Path, n: int, timeout: float) -> Tally:
 
     path = tmp / "notes.csv"
 
-    def body(data: bytes) -> None:
+    def body(value: tuple[bytes, str]) -> None:
+        data, delimiter = value
         path.write_bytes(data)
-        for delimiter in (",", ";"):
-            list(iter_csv(path, system="icd10cm", delimiter=delimiter))
+        list(iter_csv(path, system="icd10cm", delimiter=delimiter))
 
     return _fuzz(Tally("CSV import"), _CSV_FILE, body, n, timeout)
 
