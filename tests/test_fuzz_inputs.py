@@ -13,7 +13,7 @@ import pytest
 from test_serving import trained_tiny_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-N = 40
+N = 30
 
 _spec = importlib.util.spec_from_file_location(
     "fuzz_inputs", Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_inputs.py"

@@ -130,7 +130,7 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path: Path) -> None
     assert clean_stale_temporaries(out) == []
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.5])
+@pytest.mark.parametrize("delay", [0.0])
 def test_prepare_killed_with_sigkill_leaves_nothing_taken_as_complete(tmp_path: Path, delay: float) -> None:
     notes = _jsonl(tmp_path / "notes.jsonl", 10_000)
     out = tmp_path / "prepared"
@@ -193,7 +193,7 @@ def _train_cfg(tmp_path: Path, data: Path) -> Path:
         "data": {"source": "prepared", "path": str(data)},
         "embeddings": {"word2vec": False},
         "model": {"name": "caml", "embed_dim": 8, "num_filters": 6, "kernel_size": 3},
-        "train": {"epochs": 3, "batch_size": 4, "lr": 0.01, "seed": 0, "progress": False, "num_threads": 1,
+        "train": {"epochs": 2, "batch_size": 4, "lr": 0.01, "seed": 0, "progress": False, "num_threads": 1,
                   "patience": 0, "checkpoint_every": 3},
     }  # fmt: skip
     path = tmp_path / "cfg.yaml"
