@@ -268,22 +268,23 @@ class TermIndex:
 
 
 def _mark_subsumed(found: list[Match]) -> None:
-    """Mark a match whose positions are a strict subset of a match with at least its coverage."""
+    """Mark a match whose positions are a strict subset of a match with at least its coverage. Many terms
+    hit the same words, so this works on the distinct position sets."""
     if len(found) < 2:
         return
-    by_pos: dict[int, list[int]] = defaultdict(list)
-    for i, m in enumerate(found):
-        for p in m.positions:
-            by_pos[p].append(i)
+    best: dict[frozenset[int], float] = {}
     for m in found:
-        first = next(iter(m.positions))
-        dominated = any(
-            len(found[j].positions) > len(m.positions)
-            and found[j].coverage >= m.coverage - 1e-6
-            and m.positions < found[j].positions
-            for j in by_pos[first]
-        )
-        m.subsumed = dominated
+        best[m.positions] = max(m.coverage, best.get(m.positions, 0.0))
+    by_pos: dict[int, list[frozenset[int]]] = defaultdict(list)
+    for pos in best:
+        for p in pos:
+            by_pos[p].append(pos)
+    above: dict[frozenset[int], float] = {}  # best coverage among strict supersets
+    for pos in best:
+        first = next(iter(pos))
+        above[pos] = max((best[t] for t in by_pos[first] if len(t) > len(pos) and pos < t), default=-1.0)
+    for m in found:
+        m.subsumed = above[m.positions] >= m.coverage - 1e-6
 
 
 def fingerprint(*parts: str) -> str:

@@ -28,6 +28,7 @@ mentions under each ConText category (negated, possible, family, historical).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
@@ -42,7 +43,6 @@ from pydantic import Field
 
 from icdcoder.data.document import Document
 from icdcoder.errors import DataError
-from icdcoder.matching import index as index_module
 from icdcoder.matching import normalize
 from icdcoder.matching.index import FLAG_OTHER, FLAG_UNSPECIFIED, INDEX_VERSION, TermIndex, fingerprint
 from icdcoder.matching.negation import CATEGORIES, context_of
@@ -126,8 +126,8 @@ def index_for(label_keys: Sequence[str], lang: str, cache_dir: Path | None) -> t
 
     res = importlib.resources.files("icdcoder") / "resources" / "matching"
     tables = "".join(sorted(f.name + f.read_text(encoding="utf-8") for f in res.iterdir() if f.is_file()))
-    # the code that turns terms into keys is an input too
-    code = "".join(Path(m.__file__ or "").read_text(encoding="utf-8") for m in (normalize, index_module))
+    # the code that turns terms into keys is an input too (not the matching code, which reads the index)
+    code = Path(normalize.__file__ or "").read_text(encoding="utf-8") + inspect.getsource(TermIndex.build)
     fp = fingerprint(
         str(INDEX_VERSION),
         lang,
@@ -204,6 +204,7 @@ class OntologyMatcher(IcdModel):
         self.depth = [len(k.split(":", 1)[1].replace(".", "")) for k in self.label_keys]
         self.params: dict[str, float] = {name: float(getattr(config, name)) for name in GRID}
         self._matches: dict[str, tuple[float, list[NoteMatch]]] = {}
+        self._term_codes: dict[int, list[tuple[int, float]]] = {}
         self.note_df: dict[str, int] = {}  # notes (train + dev text) containing each key; set by fit_corpus
         self.n_notes = 0
         self.term_info = self.index.term_idf
@@ -261,8 +262,7 @@ class OntologyMatcher(IcdModel):
                 base *= p[cat]
             if m.subsumed:
                 base *= p["subsumed"]
-            codes, weights = self.index.codes_of(m.term)
-            for c, w in zip(codes.tolist(), weights.tolist(), strict=True):
+            for c, w in self._codes_of(m.term):
                 s = w * base
                 if s > best.get(c, -1.0):
                     best[c] = s
@@ -310,6 +310,15 @@ class OntologyMatcher(IcdModel):
                     "other": float(bool(int(self.index.flags[c]) & FLAG_OTHER)),
                 }
         return scores, spans, feats
+
+    def _codes_of(self, term: int) -> list[tuple[int, float]]:
+        """(code, weight) pairs of a term as Python numbers (kept: scoring runs per match)."""
+        found = self._term_codes.get(term)
+        if found is None:
+            codes, weights = self.index.codes_of(term)
+            found = list(zip(codes.tolist(), weights.tolist(), strict=True))
+            self._term_codes[term] = found
+        return found
 
     def readable_words(self, text: str) -> int:
         """Words of the note whose key occurs in some code's terms (the words the matcher can use)."""
