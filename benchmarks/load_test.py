@@ -121,6 +121,19 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str
     raise SystemExit("the server did not start in time")
 
 
+def _rss_mb(proc: subprocess.Popen[bytes] | None) -> float | None:
+    """Resident memory of the server process (Linux /proc), None when it is not ours to read."""
+    if proc is None:
+        return None
+    try:
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -245,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = get_json(host, port, "/v1/model?include_codes=false")
         before = model["server"].get("batching") or {}
+        rss_before = _rss_mb(proc)
         load_before = os.getloadavg()
         start = time.monotonic()
         measure_from = start + args.warmup
@@ -260,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         stuck = sum(c.is_alive() for c in clients)
         load_after = os.getloadavg()
         after = get_json(host, port, "/v1/model?include_codes=false")["server"].get("batching") or {}
+        rss_after = _rss_mb(proc)
     finally:
         if proc is not None:
             stop_server(proc)
@@ -289,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         "clients": args.clients,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
+        "server_rss_mb": {"before": rss_before, "after": rss_after},  # resident memory (--model-dir only)
         "requests_ok": len(lat),
         "errors": errors,
         "throughput_rps": round(len(lat) / args.duration, 2),
