@@ -95,7 +95,6 @@ class LoadedModel:
     metadata: dict[str, Any]
     calibration: Calibrator = field(default_factory=Calibrator)
     n_train_docs: int = 0  # training notes (context.json): with labels.train_counts, the codes' priors
-    n_train_docs: int = 0  # training notes (context.json): with labels.train_counts, the codes' priors
 
 
 def context_to_json(ctx: ModelContext) -> dict[str, Any]:
