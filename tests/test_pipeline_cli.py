@@ -282,9 +282,25 @@ def test_evaluate_refuses_data_of_another_code_system(trained: Path, tmp_path: P
 
 
 def test_demo_end_to_end_small(tmp_path: Path) -> None:
-    """The README's main job, shrunk: embedded CodiEsp-D, the demo model for 1 epoch, one coded note."""
+    """The README's main job, shrunk: embedded CodiEsp-D, TF-IDF for 1 epoch, one coded note. (The demo's
+    default model, the hybrid, takes ~7 CPU-minutes; its training through the CLI is tests/test_hybrid.py.)"""
+    from icdcoder.cli.demo import DEMO_CONFIG
+
     demo_dir = str(tmp_path / "demo")
-    out = _ok(["demo", "--out", demo_dir, "--set", "train.epochs=1", "--set", "train.progress=false"])
+    tfidf = str(DEMO_CONFIG.parent / "tfidf.yaml")
+    out = _ok(
+        [
+            "demo",
+            "--out",
+            demo_dir,
+            "--config",
+            tfidf,
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.progress=false",
+        ]
+    )
     assert "train:  500 documents" in out and "dev:  250" in out and "test:  250" in out
     assert "icd10cm:R52" in out and "[long_title]" in out
     assert "F1 micro" in out and "MAP" in out and "ECE" in out
