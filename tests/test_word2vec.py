@@ -88,7 +88,9 @@ def test_cache_hit_and_misses(tmp_path: Path, spy: list[int]) -> None:
     words, vecs = w2v.cached_word2vec(ds, tok, **kw)
     assert len(spy) == 1 and "chest" in words and "secret" not in words and "38" not in words
     (entry,) = cache.iterdir()
-    assert sorted(p.name for p in entry.iterdir()) == ["meta.json", "vectors.npy", "words.json"]
+    # the marker lets --overwrite / cache clean-up recognise a directory icdcoder wrote (issue 16)
+    expected = [".icdcoder-output", "meta.json", "vectors.npy", "words.json"]
+    assert sorted(p.name for p in entry.iterdir()) == expected
     meta = json.loads((entry / "meta.json").read_text())
     assert meta["settings"]["dataset_fingerprint"] and meta["documents"] == 3
 
