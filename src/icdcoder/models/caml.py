@@ -30,7 +30,6 @@ recall them from the paper's appendix and the caml-mimic README commands; verify
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar, Literal
 
 import torch
@@ -39,9 +38,9 @@ from torch import Tensor, nn
 
 from icdcoder.errors import ConfigError
 from icdcoder.models.attention import LabelAttention
-from icdcoder.models.base import Batch, IcdModel, ModelConfig, ModelContext, ModelOutput, register_model
+from icdcoder.models.base import Batch, ModelConfig, ModelContext, ModelOutput, register_model
 from icdcoder.models.encoders import ConvEncoder, LabelwiseLinear, WordEmbedding
-from icdcoder.models.init import InformedInitConfig, apply_informed_init, extend_with_synonyms
+from icdcoder.models.init import DescribedCodesModel, InformedInitConfig, apply_informed_init
 
 
 class CAMLConfig(InformedInitConfig):
@@ -63,7 +62,7 @@ class DRCAMLConfig(CAMLConfig):
 
 
 @register_model("caml")
-class CAML(IcdModel):
+class CAML(DescribedCodesModel):
     Config: ClassVar[type[ModelConfig]] = CAMLConfig
 
     def __init__(self, config: ModelConfig, ctx: ModelContext) -> None:
@@ -87,16 +86,6 @@ class CAML(IcdModel):
             output_weight=self.output.weight,
             encode=self.encode,
         )
-
-    @classmethod
-    def extend_context(
-        cls,
-        config: ModelConfig,
-        ctx: ModelContext,
-        label_titles: list[str],
-        encode_text: Callable[[str], list[int]],
-    ) -> None:
-        extend_with_synonyms(config, ctx, label_titles, encode_text)  # for `code_init: description`
 
     def encode(self, batch: Batch) -> Tensor:
         h: Tensor = self.encoder(self.embed(batch.token_ids, batch.mask), batch.mask)

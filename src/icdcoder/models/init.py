@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from icdcoder.models.attention import LabelAttention
-from icdcoder.models.base import Batch, ModelConfig, ModelContext
+from icdcoder.models.base import Batch, IcdModel, ModelConfig, ModelContext
 
 
 def prior_log_odds(train_counts: Sequence[int], n_docs: int) -> Tensor:
@@ -173,3 +173,18 @@ def apply_informed_init(
         init_prior_bias(bias, ctx)
     if config.code_init == "description" and attention is not None and encode is not None:
         init_from_descriptions(model, ctx, encode, attention, output_weight)
+
+
+class DescribedCodesModel(IcdModel):
+    """Base of the label-attention models with `code_init: description`: their context carries the codes'
+    tokenised synonyms (one override here instead of a copy in every model)."""
+
+    @classmethod
+    def extend_context(
+        cls,
+        config: ModelConfig,
+        ctx: ModelContext,
+        label_titles: list[str],
+        encode_text: Callable[[str], list[int]],
+    ) -> None:
+        extend_with_synonyms(config, ctx, label_titles, encode_text)

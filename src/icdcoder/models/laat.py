@@ -30,7 +30,6 @@ recall them from the paper and the aehrc/LAAT README command; verify before quot
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 import torch
@@ -38,9 +37,9 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from icdcoder.models.attention import LabelAttention
-from icdcoder.models.base import Batch, IcdModel, ModelConfig, ModelContext, ModelOutput, register_model
+from icdcoder.models.base import Batch, ModelConfig, ModelContext, ModelOutput, register_model
 from icdcoder.models.encoders import BiLSTMEncoder, LabelwiseLinear, WordEmbedding
-from icdcoder.models.init import InformedInitConfig, apply_informed_init, extend_with_synonyms
+from icdcoder.models.init import DescribedCodesModel, InformedInitConfig, apply_informed_init
 
 _INIT_STD = 0.03  # aehrc/LAAT AttentionLayer._init_weights(mean=0.0, std=0.03), biases 0
 
@@ -82,7 +81,7 @@ def _laat_head(dim: int, n_labels: int, d_a: int, layer_norm: bool) -> tuple[Lab
 
 
 @register_model("laat")
-class LAAT(IcdModel):
+class LAAT(DescribedCodesModel):
     Config: ClassVar[type[ModelConfig]] = LAATConfig
 
     def __init__(self, config: ModelConfig, ctx: ModelContext) -> None:
@@ -105,16 +104,6 @@ class LAAT(IcdModel):
             output_weight=self.output.weight,
             encode=self.encode,
         )
-
-    @classmethod
-    def extend_context(
-        cls,
-        config: ModelConfig,
-        ctx: ModelContext,
-        label_titles: list[str],
-        encode_text: Callable[[str], list[int]],
-    ) -> None:
-        extend_with_synonyms(config, ctx, label_titles, encode_text)  # for `code_init: description`
 
     def encode(self, batch: Batch) -> Tensor:
         h: Tensor = self.encoder(self.embed(batch.token_ids, batch.mask), batch.mask)

@@ -24,16 +24,15 @@ recall them from the paper and the authors' `options.py` / README; verify before
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 from pydantic import Field
 from torch import Tensor
 
 from icdcoder.models.attention import LabelAttention
-from icdcoder.models.base import Batch, IcdModel, ModelConfig, ModelContext, ModelOutput, register_model
+from icdcoder.models.base import Batch, ModelConfig, ModelContext, ModelOutput, register_model
 from icdcoder.models.encoders import LabelwiseLinear, MultiResCNNEncoder, WordEmbedding
-from icdcoder.models.init import InformedInitConfig, apply_informed_init, extend_with_synonyms
+from icdcoder.models.init import DescribedCodesModel, InformedInitConfig, apply_informed_init
 
 
 class MultiResCNNConfig(InformedInitConfig):
@@ -48,7 +47,7 @@ class MultiResCNNConfig(InformedInitConfig):
 
 
 @register_model("multirescnn")
-class MultiResCNN(IcdModel):
+class MultiResCNN(DescribedCodesModel):
     Config: ClassVar[type[ModelConfig]] = MultiResCNNConfig
 
     def __init__(self, config: ModelConfig, ctx: ModelContext) -> None:
@@ -75,16 +74,6 @@ class MultiResCNN(IcdModel):
             output_weight=self.output.weight,
             encode=self.encode,
         )
-
-    @classmethod
-    def extend_context(
-        cls,
-        config: ModelConfig,
-        ctx: ModelContext,
-        label_titles: list[str],
-        encode_text: Callable[[str], list[int]],
-    ) -> None:
-        extend_with_synonyms(config, ctx, label_titles, encode_text)  # for `code_init: description`
 
     def encode(self, batch: Batch) -> Tensor:
         h: Tensor = self.encoder(self.embed(batch.token_ids, batch.mask), batch.mask)
