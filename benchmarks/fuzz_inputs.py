@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import signal
 import sys
 import tempfile
@@ -49,6 +50,7 @@ class Tally:
     surface: str
     counts: Counter[str] = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)  # rejection messages, paths and numbers masked
 
     @property
     def inputs(self) -> int:
@@ -89,6 +91,7 @@ def _record(tally: Tally, timeout: float, run: Callable[[], str | None], shown: 
         outcome = "hang"
     except IcdcoderError as exc:
         outcome = "rejected" if str(exc).strip() else "traceback"
+        tally.reasons[re.sub(r"/\S+|\d+", "#", str(exc))[:90]] += 1
     except Exception:
         outcome = "traceback"
         if len(tally.examples) < 3:
@@ -226,6 +229,75 @@ _YAML = st.one_of(
         ["a: [", "!!python/object:os.system ls", "data: {path: 1}", "model:\n  name: caml\n  x: 1", "- 1"]
     ),
 )
+
+
+# MIMIC tables: the real header most of the time (a column dropped, renamed or re-cased sometimes), rows whose
+# HADM_IDs are real split ids half of the time (so the split, label-space and text paths are reached), cells
+# from valid values, near misses and junk; the file sometimes gzipped, sometimes a damaged gzip.
+def _mimic_header(schema: list[str]) -> st.SearchStrategy[list[str]]:
+    return _mostly(
+        st.just(schema) | st.just([c.lower() for c in schema]),
+        st.one_of(
+            st.integers(0, len(schema) - 1).map(lambda i: schema[:i] + schema[i + 1 :]),
+            st.tuples(st.integers(0, len(schema) - 1), _TEXT).map(
+                lambda t: [*schema[: t[0]], t[1], *schema[t[0] + 1 :]]
+            ),
+        ),
+        4,
+    )
+
+
+def _mostly(
+    common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any], one_in: int
+) -> st.SearchStrategy[Any]:
+    """`rare` about once in `one_in` draws. (A `one_of` with repeated branches does not weight them:
+    hypothesis favours its simpler branches, so a rare malformed row would end most files.)"""
+    return st.sampled_from(range(one_in)).flatmap(lambda i: rare if i == one_in // 2 else common)
+
+
+def _mimic_table(
+    schema: list[str], valid: dict[str, st.SearchStrategy[str]]
+) -> st.SearchStrategy[tuple[list[str], list[list[str]]]]:
+    """A header and rows whose cells are valid for their column most of the time, a near miss or junk
+    otherwise; a ragged row now and then."""
+    junk = st.one_of(st.integers(-(2**40), 2**70).map(str), _csv_cell())
+
+    def rows(header: list[str]) -> st.SearchStrategy[tuple[list[str], list[list[str]]]]:
+        cells = [_mostly(valid.get(c.strip().upper(), junk), junk, 6) for c in header]
+        fitting = st.tuples(*cells).map(list)
+        ragged = st.lists(junk, max_size=len(header) + 2)
+        return st.tuples(
+            st.just(header),
+            _mostly(st.lists(_mostly(fitting, ragged, 40), min_size=1, max_size=8), st.just([]), 10),
+        )
+
+    return _mimic_header(schema).flatmap(rows)
+
+
+def _csv_bytes(table: tuple[list[str], list[list[str]]]) -> bytes:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(table[0])
+    w.writerows(table[1])
+    return buf.getvalue().encode("utf-8", "surrogatepass")
+
+
+def _mimic_file(
+    table: st.SearchStrategy[tuple[list[str], list[list[str]]]],
+) -> st.SearchStrategy[tuple[str, bytes]]:
+    """(extension, bytes): a CSV, the same gzipped, a truncated gzip, or arbitrary bytes."""
+    import gzip
+
+    plain = table.map(lambda t: (".csv", _csv_bytes(t)))
+    other = st.one_of(
+        table.map(lambda t: (".csv.gz", gzip.compress(_csv_bytes(t)))),
+        table.map(lambda t: (".csv.gz", gzip.compress(_csv_bytes(t))[:-5])),
+        st.tuples(st.sampled_from([".csv", ".csv.gz"]), st.binary(max_size=80)),
+    )
+    return _mostly(plain, other, 5)
 
 
 # ---- surfaces -------------------------------------------------------------------------------------------
@@ -430,11 +502,195 @@ def surface_http(model_dir: Path, n: int, timeout: float) -> Tally:
     return tally
 
 
+def _write_tables(folder: Path, files: dict[str, tuple[str, bytes]]) -> None:
+    """Write each table as STEM + its extension, removing the other spelling left by an earlier input."""
+    import shutil
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    for stem, (ext, data) in files.items():
+        path = folder / f"{stem}{ext}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def surface_mimic3(tmp: Path, n: int, timeout: float) -> Tally:
+    from icdcoder.data.sources.mimic3 import DIAGNOSES_ICD, NOTEEVENTS, iter_mimic3
+    from icdcoder.data.sources.mimic_common import caml_split_ids, load_split_ids
+
+    shipped = {
+        "50": caml_split_ids("50"),
+        "full": caml_split_ids("full"),
+        "clean": load_split_ids("mimic3-clean"),
+    }
+    small = st.integers(1, 10**6).map(str)
+    code = st.sampled_from(["4019", "4280", "V3000", "E8497", "9671", "3893", "401.9", "", "x"])
+
+    def files(split: str) -> st.SearchStrategy[Any]:
+        """The three tables, their HADM_IDs mostly from `split`'s own id lists (else from another split's)."""
+        own = [h for part in shipped[split].values() for h in part[:3]]
+        others = [h for table in shipped.values() for part in table.values() for h in part[:2]]
+        ids = _mostly(st.sampled_from(own), st.sampled_from(others), 5).map(str)
+        notes = _mimic_table(
+            list(NOTEEVENTS.schema),
+            {
+                "ROW_ID": small,
+                "SUBJECT_ID": small,
+                "HADM_ID": ids,
+                "CHARTDATE": st.sampled_from(["2150-01-01", "2150-01-02", ""]),
+                "CATEGORY": st.sampled_from(["Discharge summary", "Discharge summary", "Nursing"]),
+                "DESCRIPTION": st.sampled_from(["Report", "Report", "Addendum"]),
+                "TEXT": _TEXT | st.sampled_from(["Essential hypertension.", "Fever and cough, pneumonia."]),
+            },
+        )
+        codes = _mimic_table(
+            list(DIAGNOSES_ICD.schema),
+            {"ROW_ID": small, "SUBJECT_ID": small, "HADM_ID": ids, "SEQ_NUM": small, "ICD9_CODE": code},
+        )
+        return st.tuples(st.just(split), _mimic_file(notes), _mimic_file(codes), _mimic_file(codes))
+
+    strategy = st.sampled_from(sorted(shipped)).flatmap(files)
+    folder, work = tmp / "mimic3", tmp / "spill"
+    work.mkdir(exist_ok=True)
+
+    def body(value: tuple[str, tuple[str, bytes], tuple[str, bytes], tuple[str, bytes]]) -> None:
+        split, n_file, d_file, p_file = value
+        _write_tables(folder, {"NOTEEVENTS": n_file, "DIAGNOSES_ICD": d_file, "PROCEDURES_ICD": p_file})
+        list(iter_mimic3(folder, split, top_k=3, min_code_count=1, work_dir=work))
+
+    return _fuzz(Tally("MIMIC-III CSVs"), strategy, body, n, timeout)
+
+
+def surface_mimic4(tmp: Path, n: int, timeout: float) -> Tally:
+    from icdcoder.data.sources.mimic4 import DIAGNOSES_ICD, DISCHARGE, PROCEDURES_ICD, iter_mimic4
+    from icdcoder.data.sources.mimic_common import load_split_ids
+
+    shipped = {v: load_split_ids(f"mimic4-{v}") for v in ("icd9", "icd10")}
+    small = st.integers(1, 10**8).map(str)
+
+    def files(version: str) -> st.SearchStrategy[Any]:
+        own = [h for part in shipped[version].values() for h in part[:3]]
+        others = [h for table in shipped.values() for part in table.values() for h in part[:2]]
+        ids = _mostly(st.sampled_from(own), st.sampled_from(others), 5).map(str)
+        notes = _mimic_table(
+            list(DISCHARGE.schema),
+            {
+                "NOTE_ID": st.sampled_from(["10000032-DS-1", "10000032-DS-2", "x"]),
+                "SUBJECT_ID": small,
+                "HADM_ID": ids,
+                "NOTE_TYPE": st.just("DS"),
+                "NOTE_SEQ": st.sampled_from(["1", "2", "3"]),
+                "TEXT": _TEXT | st.sampled_from(["Sepsis.", "Acute kidney failure; hypertension."]),
+            },
+        )
+        codes = st.sampled_from(["4019", "3893"] if version == "icd9" else ["I10", "N179", "0DTJ4ZZ", "A419"])
+        valid = {
+            "SUBJECT_ID": small,
+            "HADM_ID": ids,
+            "SEQ_NUM": st.sampled_from(["1", "2", "3"]),
+            "ICD_CODE": _mostly(codes, st.sampled_from(["4019", "I10", "", "x"]), 5),
+            "ICD_VERSION": _mostly(st.just(version[3:]), st.sampled_from(["9", "10", "11", ""]), 5),
+            "CHARTDATE": st.just("2180-01-01"),
+        }
+        return st.tuples(
+            st.just(version),
+            _mimic_file(notes),
+            _mimic_file(_mimic_table(list(DIAGNOSES_ICD.schema), valid)),
+            _mimic_file(_mimic_table(list(PROCEDURES_ICD.schema), valid)),
+        )
+
+    strategy = st.sampled_from(sorted(shipped)).flatmap(files)
+    folder, work = tmp / "mimic4", tmp / "spill"
+    work.mkdir(exist_ok=True)
+
+    def body(value: tuple[str, tuple[str, bytes], tuple[str, bytes], tuple[str, bytes]]) -> None:
+        version, n_file, d_file, p_file = value
+        tables = {"note/discharge": n_file, "hosp/diagnoses_icd": d_file, "hosp/procedures_icd": p_file}
+        _write_tables(folder, tables)
+        list(iter_mimic4(folder, version, min_code_count=1, work_dir=work))
+
+    return _fuzz(Tally("MIMIC-IV CSVs"), strategy, body, n, timeout)
+
+
+_NAME = st.one_of(
+    st.sampled_from(["a", "b", "note 1", "Ñoño", "x.y", ".hidden", "-n", "a" * 200]),
+    st.text(st.characters(codec="utf-8", exclude_characters="/\x00"), min_size=1, max_size=12).filter(
+        lambda s: s not in (".", "..")
+    ),
+)
+_ENTRY = st.tuples(  # (sub-folder or "", name, suffix, kind, content)
+    _mostly(st.just(""), st.sampled_from(["ward1", "ward2", "ward1/deep"]), 3),
+    _NAME,
+    _mostly(st.just(".txt"), st.sampled_from([".TXT", ".md", "", ".txt.gz"]), 4),
+    _mostly(st.just("file"), st.sampled_from(["fifo", "dir", "broken_link", "link_to_dir", "loop"]), 6),
+    _mostly(
+        _TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")),
+        st.binary(max_size=60)
+        | st.sampled_from([b"", b"\xef\xbb\xbf", b"\xef\xbb\xbfFever.", b"caf\xe9", b"\x00\x01", b"  \n\t "]),
+        4,
+    ),
+)
+
+
+def surface_note_folders(tmp: Path, n: int, timeout: float) -> Tally:
+    """A generated tree of note files (odd names and suffixes, FIFOs, folders named .txt, broken and looping
+    links, empty/binary/latin-1/BOM contents) read as `predict` and `quantify` read their arguments."""
+    import os
+    import shutil
+
+    from icdcoder.inference.reading import collect_note_files, read_note
+
+    root = tmp / "notes"
+    strategy = st.tuples(
+        st.lists(_ENTRY, min_size=1, max_size=6),
+        _mostly(
+            st.just([""]),
+            st.lists(
+                st.sampled_from(["", "ward1", "ward2", "ward1/deep", "missing", "ward1/a.txt", "a.txt"]),
+                min_size=1,
+                max_size=3,
+            ),
+            3,
+        ),
+    )
+
+    def body(value: tuple[list[tuple[str, str, str, str, bytes]], list[str]]) -> None:
+        entries, args = value
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir()
+        for sub, name, suffix, kind, content in entries:
+            folder = root / sub
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{name[:100]}{suffix}"
+            if path.exists() or path.is_symlink():
+                continue
+            if kind == "file":
+                path.write_bytes(content)
+            elif kind == "fifo":
+                os.mkfifo(path)
+            elif kind == "dir":
+                path.mkdir()
+            elif kind == "broken_link":
+                path.symlink_to(root / "nowhere")
+            elif kind == "link_to_dir":
+                path.symlink_to(root)
+            else:
+                path.symlink_to(path)
+        files = collect_note_files([root / a for a in args])
+        [read_note(f) for f in files]
+
+    return _fuzz(Tally("note files and folders"), strategy, body, n, timeout)
+
+
 SURFACES: dict[str, Callable[[Path, int, float], Tally]] = {
     "jsonl": surface_jsonl,
     "csv": surface_csv,
     "codiesp": surface_codiesp,
     "config": surface_config,
+    "mimic3": surface_mimic3,
+    "mimic4": surface_mimic4,
+    "notes": surface_note_folders,
 }
 
 
@@ -471,6 +727,9 @@ def main() -> int:
         "--model", type=Path, default=None, help="a model directory: also fuzz the HTTP endpoints"
     )
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds before one input counts as a hang")
+    ap.add_argument(
+        "--reasons", type=int, default=0, help="print the N commonest rejection messages per surface"
+    )
     args = ap.parse_args()
     tallies = run(args.examples, [s for s in args.surfaces.split(",") if s], args.model, args.timeout)
     print("| surface | inputs | ok | rejected (clear error / 4xx) | tracebacks | HTTP 500 | hangs |")
@@ -478,6 +737,8 @@ def main() -> int:
     for t in tallies:
         print(t.row())
     for t in tallies:
+        for reason, count in t.reasons.most_common(args.reasons):
+            print(f"[{t.surface}] {count:6d} × {reason}", file=sys.stderr)
         for example in t.examples:
             print(f"\n[{t.surface}] {example}", file=sys.stderr)
     return 1 if any(t.failures for t in tallies) else 0

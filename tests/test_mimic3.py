@@ -481,6 +481,23 @@ def test_malformed_csv_does_not_leak_text(tmp_path: Path) -> None:
     assert "malformed CSV" in str(exc.value) and "Secret" not in str(exc.value)
 
 
+def test_malformed_row_that_is_not_utf8_is_one_clear_error(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Arrow cannot decode such a row to show it to the invalid-row handler; that used to print an
+    "Exception ignored" traceback on stderr before the error (found by benchmarks/fuzz_inputs.py)."""
+    f, _ = _full_fixture()
+    d = f.write(tmp_path / "mimic")
+    with open(d / "NOTEEVENTS.csv", "ab") as fh:
+        fh.write(b"13,1,100001,Secret caf\xe9 only\n")
+    with pytest.raises(DataError) as exc:
+        list(iter_mimic3(d, "full"))
+    msg = str(exc.value)
+    assert "malformed CSV" in msg and "different number of fields" in msg and "not valid UTF-8" in msg
+    assert "Secret" not in msg
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_no_overlap_suggests_right_split(tmp_path: Path) -> None:
     f = Mimic3Files()
     only_full = [i for i in FULL["train"][:200] if i not in set(FIFTY["train"])][:2]

@@ -20,6 +20,7 @@ import functools
 import gzip
 import importlib.resources
 import re
+import sys
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -302,6 +303,13 @@ def _csv_error(
             path=path,
             fix=fix,
         )
+    if bad_rows and bad_rows[0][1] < 0:
+        return DataError(
+            f"{spec.label} is malformed CSV: a row after the first {rows_before:,} data rows has a different "
+            "number of fields than the header and bytes that are not valid UTF-8.",
+            path=path,
+            fix=fix,
+        )
     if bad_rows:
         number, expected, actual = bad_rows[0]
         where = (
@@ -338,25 +346,48 @@ def iter_csv(spec: CsvSpec, path: Path, columns: Mapping[str, str]) -> Iterator[
 
     rows = 0
     try:
-        reader = pacsv.open_csv(
-            str(path),
-            read_options=pacsv.ReadOptions(block_size=_BLOCK_SIZE),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                include_columns=list(columns.values()),
-                column_types=types,
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-        for batch in reader:
-            renamed = pa.RecordBatch.from_arrays(
-                [batch.column(a) for a in columns.values()], names=list(columns)
+        with _undecodable_invalid_rows(on_invalid, bad_rows):
+            reader = pacsv.open_csv(
+                str(path),
+                read_options=pacsv.ReadOptions(block_size=_BLOCK_SIZE),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=list(columns.values()),
+                    column_types=types,
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
             )
-            yield rows, renamed
-            rows += batch.num_rows
+            for batch in reader:
+                renamed = pa.RecordBatch.from_arrays(
+                    [batch.column(a) for a in columns.values()], names=list(columns)
+                )
+                yield rows, renamed
+                rows += batch.num_rows
     except (pa.ArrowException, OSError, zlib.error) as exc:
         raise _csv_error(spec, path, exc, bad_rows, header, rows) from None
+
+
+@contextlib.contextmanager
+def _undecodable_invalid_rows(
+    handler: Callable[[Any], str], bad_rows: list[tuple[Any, int, int]]
+) -> Iterator[None]:
+    """Arrow decodes a malformed row's text before calling `handler`; when the row is not UTF-8 that decoding
+    fails inside Arrow, which reports it through `sys.unraisablehook` (a traceback on stderr) and then fails
+    the read. Record such a row (expected fields -1: unknown) instead of printing the traceback."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.object is handler and isinstance(unraisable.exc_value, UnicodeDecodeError):
+            bad_rows.append((None, -1, -1))
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def parse_ints(
