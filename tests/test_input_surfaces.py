@@ -60,3 +60,42 @@ def test_non_finite_weights_are_refused(tmp_path_factory: pytest.TempPathFactory
     (model / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ModelDirError, match="NaN or infinite"):
         load_model_dir(model)
+
+
+def test_model_from_another_icdcoder_or_torch_version_is_warned_about(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from icdcoder.cli import app
+    from icdcoder.inference.predictor import Predictor
+    from icdcoder.serving.app import create_app
+
+    model = tmp_path / "model"
+    shutil.copytree(trained_tiny_model(tmp_path_factory), model)
+    assert load_model_dir(model).warnings == []  # written and read by the installed versions
+    meta = json.loads((model / "metadata.json").read_text())
+    meta["versions"]["torch"] = "1.13.1+cu117"
+    meta["versions"]["icdcoder"] = meta["versions"]["icdcoder"] + "9"
+    (model / "metadata.json").write_text(json.dumps(meta))  # metadata.json is not in its own checksums
+
+    with caplog.at_level("WARNING", logger="icdcoder.modeldir"):
+        found = load_model_dir(model).warnings
+    assert len(found) == 2
+    assert "torch 1.13.1+cu117" in found[1] and "torch==1.13.1" in found[1] and "retrain" in found[1]
+    assert "icdcoder" in found[0] and str(model) in found[0]
+    assert [r.getMessage() for r in caplog.records] == [f"warning: {m}" for m in found]
+
+    note = tmp_path / "n.txt"
+    note.write_text("Essential hypertension.", encoding="utf-8")
+    result = CliRunner().invoke(app, ["predict", str(model), str(note)])
+    assert result.exit_code == 0, result.output
+    info = TestClient(create_app(Predictor(model))).get("/v1/model", params={"include_codes": "false"}).json()
+    assert info["warnings"] == found
+
+    # A directory without the record: loaded, and said so.
+    del meta["versions"]
+    (model / "metadata.json").write_text(json.dumps(meta))
+    (only,) = load_model_dir(model).warnings
+    assert "no record of the icdcoder and torch versions" in only

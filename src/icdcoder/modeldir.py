@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import logging
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ from icdcoder.text.tokenizer import TextTokenizer, tokenizer_from_config
 from icdcoder.text.vocab import Vocab
 from icdcoder.training.config import ExperimentConfig, parse_config
 from icdcoder.training.labels import LabelSpace
+
+log = logging.getLogger(__name__)
 
 FORMAT = "icdcoder-model/1"
 MODEL_STATE = "model_state.json"  # IcdModel.state_json(): fitted tables of non-gradient models (matcher)
@@ -95,6 +98,35 @@ class LoadedModel:
     metadata: dict[str, Any]
     calibration: Calibrator = field(default_factory=Calibrator)
     n_train_docs: int = 0  # training notes (context.json): with labels.train_counts, the codes' priors
+    warnings: list[str] = field(default_factory=list)  # version mismatches found on loading (logged too)
+
+
+def _release(version: str) -> str:
+    """'2.13.0+cpu' -> '2.13.0': a local build tag does not change what the files mean."""
+    return version.split("+", 1)[0].strip()
+
+
+def version_warnings(meta: dict[str, Any], path: Path) -> list[str]:
+    """What differs between the packages that wrote a model directory and the installed ones.
+
+    The files load either way (the format is versioned separately and checked); a different icdcoder may
+    read a field differently and a different torch may give slightly different scores, so the user is told
+    which versions differ rather than left to find out from the predictions."""
+    saved = meta.get("versions")
+    if not isinstance(saved, dict) or not all(isinstance(saved.get(k), str) for k in ("icdcoder", "torch")):
+        return [
+            f"{path / 'metadata.json'}: no record of the icdcoder and torch versions that wrote this model "
+            "directory; if its predictions look wrong, retrain it with the installed icdcoder."
+        ]
+    now = package_versions()
+    out = []
+    for pkg in ("icdcoder", "torch"):
+        if _release(saved[pkg]) != _release(now[pkg]):
+            out.append(
+                f"{path}: written with {pkg} {saved[pkg][:40]}, loaded with {pkg} {now[pkg]}; scores may "
+                f"differ from the run's. Install {pkg}=={_release(saved[pkg])[:40]} to reproduce them, or retrain."
+            )
+    return out
 
 
 def context_to_json(ctx: ModelContext) -> dict[str, Any]:
@@ -295,6 +327,9 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelDirError(f"unreadable fitted model state: {exc}.", path=path / MODEL_STATE) from None
     model.to(device).eval()
+    found = version_warnings(meta, path)
+    for message in found:
+        log.warning("warning: %s", message)
     return LoadedModel(
         path=path,
         config=config,
@@ -306,6 +341,7 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
         metadata=meta,
         calibration=calibration,
         n_train_docs=ctx.n_train_docs,
+        warnings=found,
     )
 
 

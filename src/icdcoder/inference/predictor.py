@@ -144,6 +144,7 @@ class Predictor:
             "dataset": meta.get("dataset"),
             "seed": meta.get("seed"),
             "versions": meta.get("versions", {}),
+            "warnings": list(lm.warnings),  # e.g. written by another icdcoder or torch version
             "label_fingerprint": meta.get("label_fingerprint"),
             "max_tokens": self.max_tokens,
             "n_codes": len(self.labels),
