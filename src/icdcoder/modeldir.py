@@ -122,9 +122,10 @@ def version_warnings(meta: dict[str, Any], path: Path) -> list[str]:
     out = []
     for pkg in ("icdcoder", "torch"):
         if _release(saved[pkg]) != _release(now[pkg]):
+            was = saved[pkg][:40]
             out.append(
-                f"{path}: written with {pkg} {saved[pkg][:40]}, loaded with {pkg} {now[pkg]}; scores may "
-                f"differ from the run's. Install {pkg}=={_release(saved[pkg])[:40]} to reproduce them, or retrain."
+                f"{path}: written with {pkg} {was}, loaded with {pkg} {now[pkg]}; scores may differ from "
+                f"the run's. Install {pkg}=={_release(was)} to reproduce them, or retrain."
             )
     return out
 
