@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from icdcoder.errors import ConfigError
 from icdcoder.models.base import IcdModel, ModelContext, build_model
 from icdcoder.models.jlan import JLAN, constrain_gates
-from icdcoder.training.losses import truncated_bce_with_logits
+from icdcoder.models.losses import truncated_bce_with_logits
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_models import make_batch

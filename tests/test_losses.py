@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from icdcoder.training.losses import (
+from icdcoder.models.losses import (
     DEFAULT_MAX_DROP_RATE,
     truncated_bce_with_logits,
     truncation_drop_rate,
@@ -143,7 +143,7 @@ def test_never_drops_more_than_the_rate(
 def test_mean_bce_by_hand() -> None:
     import numpy as np
 
-    from icdcoder.training.losses import mean_bce
+    from icdcoder.models.losses import mean_bce
 
     probs = np.array([[0.5, 0.9], [1.0, 0.0]], dtype=np.float32)
     targets = np.array([[1, 0], [0, 0]], dtype=np.int8)

@@ -10,7 +10,7 @@ with a denoising (truncation) loss. There is no public code; this follows the pa
                      M^L = [B→ H→ ; B← H←] / n  (n = note length)                       [B, C, 2k]
     joint learning   α = σ(M^S w3 + b3), β = σ(M^L w4 + b4), 0 < α + β ≤ 1; M = α M^S + β M^L
     output           Z = tanh(FC1 M), V = FC2 Z (both shared by all codes), ŷ_c = Σ_j V_cj; ỹ = σ(ŷ)
-    loss             truncated BCE (training/losses.py), D_T = min(γT, D_max), D_max = 0.15
+    loss             truncated BCE (models/losses.py), D_T = min(γT, D_max), D_max = 0.15
 
 Published hyperparameters (MIMIC-III; the paper gives no others):
 
@@ -54,7 +54,7 @@ Choices (the paper is silent or inconsistent; each is a config switch where an a
 - Evidence attention: (α T^S + β T^L) / (α + β), with T^L the mean of the two directions' softmax(B) over
   the note's tokens, so every row sums to 1 like the other models' attention and weighs the maps as the
   gates do.
-- T-loss: see training/losses.py (a drop rate, not a loss value; positive entries only by default; schedule
+- T-loss: see models/losses.py (a drop rate, not a loss value; positive entries only by default; schedule
   over optimizer steps). It applies in training mode only; before the trainer reports progress, D_T = 0.
 
 Ablations (seed Figs. 6–8): `attention: label` (L only), `attention: self` (S only), `attention: sum`
@@ -80,7 +80,7 @@ from icdcoder.models.encoders import (
     SameConv1d,
     WordEmbedding,
 )
-from icdcoder.training.losses import (
+from icdcoder.models.losses import (
     DEFAULT_MAX_DROP_RATE,
     DEFAULT_WARMUP,
     truncated_bce_with_logits,

@@ -39,13 +39,13 @@ from icdcoder.models.base import (
     get_model_class,
     validate_model_config,
 )
+from icdcoder.models.losses import mean_bce
 from icdcoder.text.tokenizer import TextTokenizer, Tokenizer
 from icdcoder.text.vocab import Vocab
 from icdcoder.training.config import DataConfig, ExperimentConfig, dump_config
 from icdcoder.training.data import EncodedSplit, encode_split, target_matrix
 from icdcoder.training.evaluate import evaluate_probs, tune_thresholds, write_predictions
 from icdcoder.training.labels import LabelSpace
-from icdcoder.training.losses import mean_bce
 from icdcoder.training.solver import fit_convex
 from icdcoder.training.trainer import DistEnv, Trainer, TrainResult, predict_probs, set_seed
 
