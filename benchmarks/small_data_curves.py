@@ -30,16 +30,22 @@ def sweep(runs: list[Path]) -> None:
             )
 
 
+def run_label(run: Path) -> str:
+    """`runs/x/codiesp-d/caml/seed0` -> `caml/seed0`; a run named otherwise keeps its name."""
+    return f"{run.parent.name}/{run.name}" if run.name.startswith("seed") else run.name
+
+
 def curve(runs: list[Path], png: Path | None) -> None:
     print("| run | epoch | dev MAP | dev BCE | train seconds |")
     print("|---|---|---|---|---|")
     series = {}
     for run in runs:
         recs = dev_records(run)
-        series[run.name] = [(r["epoch"], r["dev_map"]) for r in recs]
+        name = run_label(run)
+        series[name] = [(r["epoch"], r["dev_map"]) for r in recs]
         for r in recs:
             print(
-                f"| {run.name} | {r['epoch']} | {r['dev_map']:.4f} | {r.get('dev_bce', float('nan')):.5f} | "
+                f"| {name} | {r['epoch']} | {r['dev_map']:.4f} | {r.get('dev_bce', float('nan')):.5f} | "
                 f"{r['train_seconds']:.0f} |"
             )
     if png is None:
