@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import re
 import signal
 import sys
@@ -373,6 +374,9 @@ def surface_model_dir(model_dir: Path, tmp: Path, n: int, timeout: float) -> Tal
     from icdcoder.evaluation.thresholds import Thresholds
     from icdcoder.modeldir import load_model_dir
 
+    # A generated metadata.json without a versions record loads with a warning; thousands of those on
+    # stderr would bury the tally (the warning itself is tested in tests/test_input_surfaces.py).
+    logging.getLogger("icdcoder.modeldir").setLevel(logging.ERROR)
     copy = tmp / "model"
     shutil.copytree(model_dir, copy)
     meta = json.loads((copy / "metadata.json").read_text(encoding="utf-8"))

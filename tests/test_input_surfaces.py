@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from icdcoder.errors import DataError, ModelDirError
+from icdcoder.errors import DataError, IcdcoderError, ModelDirError
 from icdcoder.inference.reading import MAX_NOTE_BYTES, collect_note_files, read_note
 from icdcoder.modeldir import load_model_dir
 from test_serving import trained_tiny_model
@@ -99,3 +99,33 @@ def test_model_from_another_icdcoder_or_torch_version_is_warned_about(
     (model / "metadata.json").write_text(json.dumps(meta))
     (only,) = load_model_dir(model).warnings
     assert "no record of the icdcoder and torch versions" in only
+
+
+def _replace_and_rechecksum(model: Path, name: str, content: str) -> None:
+    (model / name).write_text(content, encoding="utf-8")
+    meta = json.loads((model / "metadata.json").read_text())
+    meta["sha256"][name] = hashlib.sha256((model / name).read_bytes()).hexdigest()
+    (model / "metadata.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        ("labels.json", "[1, 2]", "labels.json does not hold what icdcoder wrote there"),
+        ("labels.json", '{"system": "icd10cm"}', "missing field 'codes'"),
+        ("tokenizer.json", '"words"', "tokenizer config must be a mapping"),
+        ("config.yaml", "- a\n- b\n", "the config as a whole: Input should be a valid dictionary"),
+    ],
+)
+def test_a_model_file_of_the_wrong_shape_is_an_error_naming_that_file(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, name: str, content: str, said: str
+) -> None:
+    # Found by benchmarks/fuzz_inputs.py: JSON that parses but has the wrong shape used to surface as
+    # "unreadable model directory: string indices must be integers", naming neither file nor fix.
+    model = tmp_path / "model"
+    shutil.copytree(trained_tiny_model(tmp_path_factory), model)
+    _replace_and_rechecksum(model, name, content)
+    with pytest.raises(IcdcoderError, match="Fix: ") as err:
+        load_model_dir(model)
+    assert said in str(err.value)
+    assert err.value.path is not None and err.value.path.endswith(name)

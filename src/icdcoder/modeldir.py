@@ -24,9 +24,10 @@ import datetime as _dt
 import hashlib
 import logging
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -45,6 +46,7 @@ from icdcoder.training.config import ExperimentConfig, parse_config
 from icdcoder.training.labels import LabelSpace
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 FORMAT = "icdcoder-model/1"
 MODEL_STATE = "model_state.json"  # IcdModel.state_json(): fitted tables of non-gradient models (matcher)
@@ -221,6 +223,28 @@ def _load_sources(path: Path, meta: dict[str, Any], device: str | torch.device) 
     return out
 
 
+def _parse_file(f: Path, parse: Callable[[Path], _T]) -> _T:
+    """Parse one file of a model directory; a file whose JSON/YAML parses but holds the wrong shape (a list
+    where an object belongs, a missing key) is an error naming that file, not a bare KeyError."""
+    try:
+        return parse(f)
+    except IcdcoderError as exc:
+        if exc.path is not None:
+            raise
+        raise ModelDirError(
+            exc.message,
+            path=f,
+            fix=exc.fix or "restore the model directory from the training run or retrain.",
+        ) from None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, yaml.YAMLError) as exc:
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)[:300]
+        raise ModelDirError(
+            f"{f.name} does not hold what icdcoder wrote there ({what}).",
+            path=f,
+            fix="restore the model directory from the training run or retrain.",
+        ) from None
+
+
 def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     path = Path(path)
     if not path.is_dir():
@@ -254,28 +278,25 @@ def load_model_dir(path: str | Path, device: str | torch.device = "cpu") -> Load
                 path=f,
                 fix="restore the model directory from the training run or retrain.",
             )
-    try:
-        raw_cfg = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
-        config = parse_config(raw_cfg, source=str(path / "config.yaml"))
-        labels = LabelSpace.from_json(read_json(path / "labels.json"))
-        vocab = Vocab.load(path / "vocab.json")
-        tokenizer = tokenizer_from_config(read_json(path / "tokenizer.json"))
-        cj = read_json(path / "context.json")
-        if not isinstance(cj, dict) or not isinstance(cj.get("vocab_size"), int):
-            raise ModelDirError(
-                "context.json is not an object with an integer 'vocab_size'.",
-                path=path / "context.json",
-                fix="restore the model directory from the training run or retrain.",
-            )
-        calibration = (
-            Calibrator.from_dict(read_json(path / "calibration.json"), str(path / "calibration.json"))
-            if "calibration.json" in listed
-            else Calibrator()
+    config = _parse_file(
+        path / "config.yaml",
+        lambda f: parse_config(yaml.safe_load(f.read_text(encoding="utf-8")), source=str(f)),
+    )
+    labels = _parse_file(path / "labels.json", lambda f: LabelSpace.from_json(read_json(f)))
+    vocab = _parse_file(path / "vocab.json", Vocab.load)
+    tokenizer = _parse_file(path / "tokenizer.json", lambda f: tokenizer_from_config(read_json(f)))
+    cj = _parse_file(path / "context.json", read_json)
+    if not isinstance(cj, dict) or not isinstance(cj.get("vocab_size"), int):
+        raise ModelDirError(
+            "context.json is not an object with an integer 'vocab_size'.",
+            path=path / "context.json",
+            fix="restore the model directory from the training run or retrain.",
         )
-    except IcdcoderError:
-        raise
-    except (ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
-        raise ModelDirError(f"unreadable model directory: {str(exc)[:300]}.", path=path) from None
+    calibration = (
+        _parse_file(path / "calibration.json", lambda f: Calibrator.from_dict(read_json(f), str(f)))
+        if "calibration.json" in listed
+        else Calibrator()
+    )
     if labels.fingerprint != meta.get("label_fingerprint"):
         raise ModelDirError(
             "labels.json does not match the label space the weights were trained on.",

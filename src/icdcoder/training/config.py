@@ -131,7 +131,7 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> Experiment
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
+        key = ".".join(str(p) for p in err["loc"]) or "the config as a whole"
         allowed = _allowed(ExperimentConfig, err["loc"])
         raise ConfigError(
             f"{key}: {err['msg']}.", path=source, fix=f"allowed keys here: {allowed}." if allowed else None
