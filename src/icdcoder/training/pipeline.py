@@ -113,6 +113,28 @@ def label_space_from(dataset: PreparedDataset, min_count: int, data: DataConfig 
     )
 
 
+def titles_in_note_language(labels: LabelSpace, cfg: DataConfig) -> list[str]:
+    """The code titles a model reads (label attention, description initialisation) in the notes' language:
+    for Spanish CodiEsp the best-weighted Spanish CIE-10 term of each ICD-10-CM code (the English title where
+    CIE-10 has none); otherwise the label space's titles. English titles in a Spanish vocabulary would be
+    unknown words, leaving code_init: description nothing to start from."""
+    if cfg.source != "codiesp" or cfg.lang != "es":
+        return list(labels.titles)
+    from icdcoder.matching.terms import spanish_terms
+
+    terms = spanish_terms(labels.keys)
+    out = [
+        max(terms[k], key=lambda t: t[1])[0] if terms.get(k) else title
+        for k, title in zip(labels.keys, labels.titles, strict=True)
+    ]
+    log.info(
+        "code titles in Spanish (CIE-10) for %d of %d codes",
+        sum(bool(terms.get(k)) for k in labels.keys),
+        len(out),
+    )
+    return out
+
+
 def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
     dataset = open_dataset(cfg.data)
     for split in ("train", "dev"):
@@ -147,6 +169,7 @@ def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
     else:
         vocab = tokenizer.vocab()
     labels = label_space_from(dataset, cfg.data.label_min_count, cfg.data)
+    code_titles = titles_in_note_language(labels, cfg.data)
     splits = {
         s: encode_split(docs[s], [vocab.encode(w) for w in words[s]], labels, cfg.data.max_tokens)
         for s in docs
@@ -183,7 +206,7 @@ def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
         pad_id=vocab.pad_id,
         embeddings=embeddings,
         label_token_ids=[
-            vocab.encode(tokenizer.words(t))[:MAX_LABEL_TEXT_TOKENS] or [vocab.unk_id] for t in labels.titles
+            vocab.encode(tokenizer.words(t))[:MAX_LABEL_TEXT_TOKENS] or [vocab.unk_id] for t in code_titles
         ],
         token_doc_freq=list(vocab.doc_freq or []),
         n_train_docs=len(splits["train"]),
@@ -193,7 +216,7 @@ def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
     model_cls.extend_context(
         model_cfg,
         ctx,
-        labels.titles,
+        code_titles,
         lambda text: vocab.encode(tokenizer.words(text))[:MAX_LABEL_TEXT_TOKENS],
     )
     model_cls.fit_context(model_cfg, ctx, splits["train"].token_ids)
