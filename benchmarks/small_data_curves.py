@@ -31,8 +31,12 @@ def sweep(runs: list[Path]) -> None:
 
 
 def run_label(run: Path) -> str:
-    """`runs/x/codiesp-d/caml/seed0` -> `caml/seed0`; a run named otherwise keeps its name."""
-    return f"{run.parent.name}/{run.name}" if run.name.startswith("seed") else run.name
+    """`runs/x/codiesp-d/caml/seed0` -> `x: caml/seed0` (x: the grid, e.g. old-protocol); a run named
+    otherwise keeps its name."""
+    if not run.name.startswith("seed"):
+        return run.name
+    grid = run.parents[2].name if len(run.parents) > 2 else ""
+    return f"{grid}: {run.parent.name}/{run.name}" if grid else f"{run.parent.name}/{run.name}"
 
 
 def curve(runs: list[Path], png: Path | None) -> None:
@@ -55,9 +59,24 @@ def curve(runs: list[Path], png: Path | None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    # One colour per model, one line style per grid, so old and new protocol of a model pair up.
+    models = sorted({n.split(": ")[-1].split("/")[0] for n in series})
+    grids = sorted({n.split(": ")[0] for n in series if ": " in n})
+    colours = {m: f"C{i % 10}" for i, m in enumerate(models)}
+    styles = {g: ("-", "--", ":", "-.")[i % 4] for i, g in enumerate(grids)}
+    fig, ax = plt.subplots(figsize=(7, 4))
     for name, pts in series.items():
-        ax.plot([e for e, _ in pts], [m for _, m in pts], marker="o", label=name)
+        model = name.split(": ")[-1].split("/")[0]
+        style = styles.get(name.split(": ")[0], "-") if ": " in name else "-"
+        ax.plot(
+            [e for e, _ in pts],
+            [m for _, m in pts],
+            marker="o",
+            markersize=3,
+            label=name,
+            color=colours[model],
+            linestyle=style,
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("dev MAP (organisers' definition)")
     ax.grid(alpha=0.3)
