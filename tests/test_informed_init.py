@@ -164,3 +164,18 @@ def test_plm_icd_bias_and_queries_from_its_own_encoder(tmp_path: Path) -> None:
     # Two codes: centring makes their queries opposite directions (each is what sets it apart from the other).
     cos = torch.nn.functional.cosine_similarity(q1[0], q1[1], dim=0)
     assert float(cos) == pytest.approx(-1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("output", ["shared", "labelwise"])
+def test_jlan_bias_starts_at_the_prior(output: str) -> None:
+    # JLAN's shared output has no per-code parameter (the paper's form); on small data `code_bias` adds one
+    # and `bias_init: prior` starts it, or the labelwise output's b_c, at the prior's log-odds.
+    counts = [1, 30, 0]
+    cfg = {"name": "jlan", "embed_dim": 16, "hidden_size": 16, "d_a": 8, "mlp_hidden": 8, "mlp_out": 8}
+    model = build_model({**cfg, "output": output, "code_bias": True, "bias_init": "prior"}, _ctx(counts))
+    bias = model.fc2.bias if output == "labelwise" else model.bias  # type: ignore[union-attr]
+    assert torch.allclose(bias.detach(), prior_log_odds(counts, 100), atol=1e-6)
+    from icdcoder.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="code_bias"):
+        build_model({**cfg, "bias_init": "prior"}, _ctx(counts))  # shared output without a per-code bias

@@ -80,6 +80,7 @@ from icdcoder.models.encoders import (
     SameConv1d,
     WordEmbedding,
 )
+from icdcoder.models.init import init_prior_bias
 from icdcoder.models.losses import (
     DEFAULT_MAX_DROP_RATE,
     DEFAULT_WARMUP,
@@ -105,6 +106,9 @@ class JLANConfig(ModelConfig):
     mlp_hidden: int = Field(256, ge=1)  # choice: k (the paper's V ∈ R^{l×k})
     mlp_out: int = Field(256, ge=1)  # output "shared" only: width of its second layer
     code_bias: bool = False  # output "shared" only (not in the paper): a learned bias per code
+    # Small data (issue 17; not in the paper): "prior" starts the per-code bias (code_bias, or the labelwise
+    # output's b_c) at the log-odds of the code's training prevalence, so step 0 is the label prior.
+    bias_init: Literal["zero", "prior"] = "zero"
     denoise: bool = True
     tloss_max_rate: float = Field(DEFAULT_MAX_DROP_RATE, ge=0.0, lt=1.0)  # D_max
     tloss_warmup: float = Field(DEFAULT_WARMUP, ge=0.0, le=1.0)  # share of planned steps to reach D_max
@@ -172,6 +176,14 @@ class JLAN(IcdModel):
             self.fc2 = nn.Linear(config.mlp_hidden, config.mlp_out)
             if config.code_bias:
                 self.bias = nn.Parameter(torch.zeros(ctx.n_labels))
+        if config.bias_init == "prior" and ctx.init_from_pretrained:
+            target = self.fc2.bias if isinstance(self.fc2, LabelwiseLinear) else getattr(self, "bias", None)
+            if target is None:
+                raise ConfigError(
+                    "model.bias_init: prior needs a per-code bias.",
+                    fix="set model.code_bias: true (or output: labelwise).",
+                )
+            init_prior_bias(target, ctx)
         self._progress: tuple[int, int] | None = None
 
     def _initial_codes(self, ctx: ModelContext, config: JLANConfig) -> Tensor:
