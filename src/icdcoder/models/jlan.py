@@ -46,7 +46,8 @@ Choices (the paper is silent or inconsistent; each is a config switch where an a
   them together"), keeping 2k columns.
 - Output (`output: shared`): "an MLP with two fully connected layers, then sum pooling ŷ_i = Σ_j V_ij", read
   literally: FC1 (2k → mlp_hidden), tanh (ReLU units died in small runs and gave every code one score), FC2
-  (mlp_hidden → mlp_out), summed; no per-code parameter (`code_bias: true` adds one, not in the paper). A
+  (mlp_hidden → mlp_out), summed; no per-code parameter (`code_bias: true` adds one, not in the paper;
+  `bias_init: prior` starts it at the code's training log-odds, a small-data option of issue 17). A
   second reading, `output: labelwise`, takes FC2 as CAML/MultiResCNN's per-code layer whose product with Z is
   sum-pooled (ŷ_c = Σ_j W_cj Z_cj + b_c). In a CodiEsp-D CPU probe (k = 64, Li & Yu block, ReLU, softmax
   label weights, epoch 6 of 8) the shared form reached dev micro-F1 15.3 % and the per-code form 12.8 %
