@@ -37,7 +37,8 @@ def _pretrained(ctx: ModelContext, embed_dim: int) -> Tensor | None:
         raise ConfigError(
             f"model.embed_dim is {embed_dim} but the pre-trained word vectors have {emb.shape[1]} "
             "dimensions.",
-            fix=f"set model.embed_dim: {emb.shape[1]} (or embeddings.dim: {embed_dim}).",
+            fix=f"set model.embed_dim: {emb.shape[1]} (or embeddings.dim so that word2vec's dimensions, plus "
+            "GloVe's when embeddings.glove is set, make {embed_dim}).",
         )
     return torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
 

