@@ -31,7 +31,6 @@ import functools
 import importlib.resources
 import math
 import re
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -40,16 +39,11 @@ from typing import Any
 import ahocorasick
 
 from icdcoder.errors import DataError
+from icdcoder.matching.normalize import fold  # the matcher's folding: one character per character
 
 FORMAT_VERSION = 1
 _WORD = re.compile(r"[^\W_]+")
 Span = tuple[int, int]
-
-
-def fold(text: str) -> str:
-    """Lower case without accents ("Células" -> "celulas"); one output character per letter kept."""
-    decomposed = unicodedata.normalize("NFD", text.casefold())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
 @dataclass(frozen=True)
