@@ -163,6 +163,19 @@ def test_report_mean_and_std_over_seeds(tiny_dataset: Path, tmp_path: Path) -> N
     mean = 100 * sum(f1) / 2
     assert f"{mean:.1f} ±" in row
     assert (tmp_path / "r.md").read_text() == table
+    # Another thread count is the same experiment (a third seed); another epoch budget is not: it gets a
+    # row of its own, labelled by the setting that differs, and never enters the seeds' mean.
+    extra = {"s2": ["train.seed=2", "train.num_threads=2"], "v": ["train.epochs=1"]}
+    for name, sets in extra.items():
+        cfg = _config(tmp_path, tiny_dataset, {"name": "tfidf"}, epochs=2)
+        args = ["train", str(cfg), "--out", str(tmp_path / name), "--set", "embeddings.word2vec=false"]
+        _ok(args + [a for kv in sets for a in ("--set", kv)])
+    rows = [
+        line.split(" | ")[1:3]
+        for line in _ok(["report", *runs, str(tmp_path / "s2"), str(tmp_path / "v")]).splitlines()
+        if line.startswith("| tiny |")
+    ]
+    assert rows == [["tfidf (train.epochs=1)", "0"], ["tfidf (train.epochs=2)", "0,1,2"]]
 
 
 def test_resume_of_finished_run_reproduces_metrics(tiny_dataset: Path, tmp_path: Path) -> None:
