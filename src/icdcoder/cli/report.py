@@ -19,8 +19,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Group runs by dataset and model and print mean ± std of each metric over seeds."""
         from icdcoder.evaluation.report import results_table
+        from icdcoder.training.config import with_defaults
 
-        text = results_table(runs, split=split, skip_unfinished=skip_unfinished)
+        text = results_table(runs, split=split, skip_unfinished=skip_unfinished, resolve=with_defaults)
         typer.echo(text, nl=False)
         if out is not None:
             from icdcoder.io import atomic_write

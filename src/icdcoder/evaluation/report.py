@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ def _fmt(values: list[float]) -> str:
     return f"{mean:.1f} ± {100 * statistics.stdev(values):.1f}"
 
 
+Resolver = Callable[[Any], Any]
 # Config keys that do not change what a run measures.
 NOT_EXPERIMENT = frozenset(
     {"train.seed", "train.num_threads", "train.progress", "train.tensorboard", "train.checkpoint_every"}
@@ -54,9 +56,10 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, str]:
     return {prefix[:-1]: yaml.safe_dump(obj, default_flow_style=True).strip().removesuffix("...").strip()}
 
 
-def _settings(run: Path) -> frozenset[tuple[str, str]]:
-    """The run's resolved config (config.yaml, written by `train`) minus the keys that are not the experiment;
-    empty for runs without one."""
+def _settings(run: Path, resolve: Resolver | None) -> frozenset[tuple[str, str]]:
+    """The run's config (config.yaml, written by `train`), passed through `resolve` (which fills today's
+    defaults, so a run written before a setting existed groups with runs that record its default), minus the
+    keys that are not the experiment; empty for runs without one."""
     path = Path(run) / "config.yaml"
     if not path.is_file():
         return frozenset()
@@ -64,23 +67,9 @@ def _settings(run: Path) -> frozenset[tuple[str, str]]:
         cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise IcdcoderError(f"unreadable run config ({exc}).", path=path) from exc
-    return frozenset((k, v) for k, v in _flat(_with_defaults(cfg)).items() if k not in NOT_EXPERIMENT)
-
-
-def _with_defaults(cfg: Any) -> Any:
-    """The config with today's defaults filled in, so a run written before a setting existed groups with
-    runs that record that setting's default; as written when it no longer validates."""
-    from icdcoder.models.base import get_model_class, validate_model_config
-    from icdcoder.training.config import parse_config
-
-    try:
-        parsed = parse_config(cfg)
-        full = parsed.model_dump(mode="json")
-        model_cls = get_model_class(str(parsed.model["name"]))
-        full["model"] = validate_model_config(model_cls, parsed.model).model_dump(mode="json")
-    except IcdcoderError:
-        return cfg
-    return full
+    return frozenset(
+        (k, v) for k, v in _flat(cfg if resolve is None else resolve(cfg)).items() if k not in NOT_EXPERIMENT
+    )
 
 
 def _labels(groups: dict[tuple[str, str, frozenset[tuple[str, str]]], Any]) -> dict[Any, str]:
@@ -103,7 +92,9 @@ def _labels(groups: dict[tuple[str, str, frozenset[tuple[str, str]]], Any]) -> d
     return labels
 
 
-def results_table(runs: list[Path], split: str = "test", skip_unfinished: bool = False) -> str:
+def results_table(
+    runs: list[Path], split: str = "test", skip_unfinished: bool = False, resolve: Resolver | None = None
+) -> str:
     groups: dict[tuple[str, str, frozenset[tuple[str, str]]], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         path = Path(run) / "run.json"
@@ -118,7 +109,9 @@ def results_table(runs: list[Path], split: str = "test", skip_unfinished: bool =
         summary = read_json(path)
         if split not in summary:
             raise IcdcoderError(f"run has no {split} metrics.", path=path)
-        groups[(str(summary["dataset"]), str(summary["model"]), _settings(Path(run)))].append(summary)
+        groups[(str(summary["dataset"]), str(summary["model"]), _settings(Path(run), resolve))].append(
+            summary
+        )
     labels = _labels(groups)
     header = ["dataset", "model", "seeds", *(label for _, label in REPORT_METRICS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

@@ -190,5 +190,20 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     return parse_config(raw, source=str(path))
 
 
+def with_defaults(raw: Any) -> Any:
+    """A run's recorded config with every default filled in (the model section by its model's class), for
+    comparing runs written by different versions; `raw` unchanged when it no longer validates."""
+    from icdcoder.models.base import get_model_class, validate_model_config
+
+    try:
+        parsed = parse_config(raw)
+        full = parsed.model_dump(mode="json")
+        model_cls = get_model_class(str(parsed.model["name"]))
+        full["model"] = validate_model_config(model_cls, parsed.model).model_dump(mode="json")
+    except (ConfigError, TypeError):
+        return raw
+    return full
+
+
 def dump_config(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
