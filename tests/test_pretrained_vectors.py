@@ -130,7 +130,7 @@ def test_a_model_starts_from_word2vec_then_glove_columns(tmp_path: Path) -> None
     for word, vec in EXPECTED.items():
         assert emb[inputs.vocab.encode([word])[0], 4:].tolist() == vec
     # a model whose embed_dim forgets GloVe's columns is told the sum
-    with pytest.raises(ConfigError, match=r"set model\.embed_dim: 7"):
+    with pytest.raises(ConfigError, match=r"set model\.embed_dim: 7 .*make 4\)"):
         build_model(load_config(root / "laat.yaml", [*sets, "model.embed_dim=4"]).model, inputs.ctx)
 
 

@@ -38,7 +38,7 @@ def _pretrained(ctx: ModelContext, embed_dim: int) -> Tensor | None:
             f"model.embed_dim is {embed_dim} but the pre-trained word vectors have {emb.shape[1]} "
             "dimensions.",
             fix=f"set model.embed_dim: {emb.shape[1]} (or embeddings.dim so that word2vec's dimensions, plus "
-            "GloVe's when embeddings.glove is set, make {embed_dim}).",
+            f"GloVe's when embeddings.glove is set, make {embed_dim}).",
         )
     return torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
 
