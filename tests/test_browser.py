@@ -177,6 +177,15 @@ def test_code_review_and_export_in_the_page(server_url: str, driver: object, tmp
     assert marks and all(m in emoji_note and m[0].isalnum() and m[-1].isalnum() for m in marks)
     assert all(f"“{m}”" in listed for m in marks)  # the highlight is exactly the API's span text
 
+    # Evidence under a negation cue is flagged on the code's row and in its evidence list.
+    driver.execute_script("document.getElementById('note').value = arguments[0]", "No persistent fever.")
+    driver.find_element(By.ID, "suggest").click()
+    fever = '#codes tr[data-key="icd10cm:R50.9"]'
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, fever + " .badge.context"))
+    assert driver.find_element(By.CSS_SELECTOR, fever + " .badge.context").text == "negated"
+    driver.find_element(By.CSS_SELECTOR, fever + " .code-btn").click()
+    assert "negated" in driver.find_element(By.ID, "evidence-list").text
+
 
 DROP = """
 const [name, bytes] = arguments;

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from icdcoder.data.document import Document, Evidence
 from icdcoder.errors import DataError, IcdcoderError
-from icdcoder.inference.evidence import EvidenceSpan, occlusion_weights, spans_from_attention
+from icdcoder.inference.evidence import EvidenceSpan, mark_context, occlusion_weights, spans_from_attention
 from icdcoder.inference.evidence_eval import (
     EvidenceItem,
     dictionary_evidence,
@@ -352,6 +352,35 @@ def test_predictor_evidence_methods(predictor: object) -> None:
     assert list(explained) == ["icd10cm:N39.0", "icd10cm:I10"]  # codes outside the label space: no entry
     with pytest.raises(IcdcoderError, match="unknown evidence method"):
         predictor.predict([("a", NOTE)], evidence_method="gradients")
+
+
+def test_mark_context_hand_made() -> None:
+    text = "Seen today. No persistent fever. Her father had hypertension. Cough."
+    spans = [
+        [EvidenceSpan(12, 31, 0.9, text[12:31])],  # "No persistent fever"
+        # "hypertension", "Cough"
+        [EvidenceSpan(48, 60, 0.5, text[48:60]), EvidenceSpan(62, 67, 0.4, text[62:67])],
+        [],
+    ]
+    mark_context(spans, text, "en")
+    assert [[s.context for s in code] for code in spans] == [["negated"], ["family", None], []]
+    es = "Niega fiebre. Tos."
+    spans = [[EvidenceSpan(6, 12, 1.0, "fiebre"), EvidenceSpan(14, 17, 1.0, "Tos")]]
+    mark_context(spans, es, "es")
+    assert [s.context for s in spans[0]] == ["negated", None]
+
+
+def test_predictor_marks_negated_evidence(predictor: object) -> None:
+    from icdcoder.inference.predictor import Predictor
+
+    assert isinstance(predictor, Predictor)
+    note = "Seen today. History of essential hypertension. No persistent fever since Monday."
+    r = predictor.predict([("a", note)], top_k=5, evidence_method="occlusion", occlusion_window=2)[0]
+    by_code = {c.key: c.evidence for c in r.codes}
+    fever = [s for s in by_code["icd10cm:R50.9"] if "fever" in s.text.lower()]
+    assert fever and all(s.context == "negated" for s in fever)
+    # "History of" is ConText's historical cue: marked, not hidden, and the code is still suggested
+    assert any(s.context == "historical" for s in by_code["icd10cm:I10"] if "hypertension" in s.text)
 
 
 def test_length_sorted_batches_return_notes_in_order(predictor: object) -> None:

@@ -68,3 +68,36 @@ def test_offsets_point_into_the_raw_text_with_accents() -> None:
     assert [(s.category, text[s.cue_start : s.cue_end], text[s.start : s.end]) for s in scopes] == [
         ("negated", "Niega", "dolor torácico")
     ]
+
+
+@pytest.mark.parametrize(
+    ("phrase", "expected"),
+    [
+        # evidence phrases often include their cue: the cue's own characters do not count against it
+        ("No lymphadenopathy or metastases were evident", "negated"),
+        ("lymphadenopathy", "negated"),
+        ("no cough", "negated"),
+        ("Fever since Monday", None),
+        # "Fever since Monday, " (20 characters) outside the scope, "cough" (5) inside: under half
+        ("Fever since Monday, no cough", None),
+        ("Mother had breast cancer", "family"),
+        ("breast cancer", "family"),
+    ],
+)
+def test_span_context_of_evidence_phrases(phrase: str, expected: str | None) -> None:
+    text = (
+        "CT: No lymphadenopathy or metastases were evident. Fever since Monday, no cough. "
+        "Mother had breast cancer."
+    )
+    start = text.index(phrase)
+    assert context_of(text, "en").span_context(start, start + len(phrase)) == expected
+
+
+def test_span_context_needs_half_of_the_phrase_and_prefers_the_larger_share() -> None:
+    text = "Cough and no fever."
+    index = context_of(text, "en")
+    # non-cue characters in the scope: "fever" 5 of 5, "and no fever" 5 of 10, "Cough and no fever" 5 of 16
+    assert index.span_context(text.index("fever"), text.index("fever") + 5) == "negated"
+    assert index.span_context(text.index("and"), len(text) - 1) == "negated"
+    assert index.span_context(0, len(text) - 1) is None
+    assert index.span_context(0, 0) is None

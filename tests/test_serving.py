@@ -114,6 +114,7 @@ def test_code_one_note(client: TestClient) -> None:
         assert c["key"] == f"{c['system']}:{c['code']}" and c["title"]
         for ev in c["evidence"]:
             assert NOTE[ev["start"] : ev["end"]] == ev["text"] and ev["text"]
+            assert ev["context"] in (None, "negated", "possible", "family", "historical")
     top = body["codes"][0]
     assert any(PHRASES[top["key"]].split()[-1] in ev["text"].lower() for ev in top["evidence"])
 

@@ -91,7 +91,10 @@ def register(app: typer.Typer) -> None:
         console.print(f"note {note.id}: {pred.n_tokens} tokens, {len(gold)} gold codes")
         for rank, c in enumerate(pred.codes, 1):
             mark = "✓" if c.key in gold else " "
-            ev = " | ".join(note.text[s.start : s.end].replace("\n", " ") for s in c.evidence[:2])
+            ev = " | ".join(
+                note.text[s.start : s.end].replace("\n", " ") + (f" [{s.context}]" if s.context else "")
+                for s in c.evidence[:2]
+            )
             console.print(
                 f"{rank}. {mark} {c.key:<18} p={c.probability:.3f} {'[bold]yes[/]' if c.decision else 'no '} "
                 f"{c.title[:55]}"

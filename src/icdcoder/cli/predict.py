@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from icdcoder.inference.evidence import EvidenceSpan
 
 
 def register(app: typer.Typer) -> None:
@@ -83,7 +87,7 @@ def register(app: typer.Typer) -> None:
                 for col in ("rank", "code", "system", "prob", "decision", "title", "evidence"):
                     table.add_column(col)
                 for rank, c in enumerate(r.codes, 1):
-                    ev = " | ".join(s.text.replace("\n", " ") for s in c.evidence[:2])
+                    ev = " | ".join(_phrase(s) for s in c.evidence[:2])
                     table.add_row(
                         str(rank),
                         c.code,
@@ -94,3 +98,9 @@ def register(app: typer.Typer) -> None:
                         ev[:80],
                     )
                 console.print(table)
+
+
+def _phrase(span: EvidenceSpan) -> str:
+    """One evidence phrase on one line, with its ConText category when a cue governs it."""
+    text = span.text.replace("\n", " ")
+    return f"{text} [{span.context}]" if span.context else text

@@ -16,6 +16,11 @@ attention) to spans:
    and drops numbers, so "T 38.5" or "COVID-19" would otherwise be cut), phrases that then meet are
    merged, and each carries its text. Spans come strongest first and never overlap.
 
+Each phrase also carries its ConText category (`context`: "negated", "possible", "family", "historical" or
+None) from the matcher's cue rules (`matching/negation.py`), so a reader sees at once that the model's
+evidence for a code is "No lymphadenopathy or metastases were evident". The neural models do not read
+negation themselves; this marks, never changes, what they score.
+
 Occlusion (for models without attention): the note is scored again with each window of `occlusion_window`
 tokens removed (masked out); a token's weight for a code is the drop in that code's probability when its
 window is removed (0 when the probability rises). Costs about T / window extra forward passes per note.
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from icdcoder.matching.negation import context_of
 from icdcoder.text.tokenizer import Token
 
 # A break between two tokens: sentence/clause punctuation followed by a space or line end, line breaks,
@@ -51,12 +57,24 @@ STOP_WORDS: frozenset[str] = frozenset(
 
 @dataclass
 class EvidenceSpan:
-    """A phrase of the raw note: `note[start:end] == text`; `weight` is its strongest token's weight."""
+    """A phrase of the raw note: `note[start:end] == text`; `weight` is its strongest token's weight;
+    `context` the ConText category whose scope covers it (None: affirmed, present, the patient's own)."""
 
     start: int
     end: int
     weight: float
     text: str = ""
+    context: str | None = None
+
+
+def mark_context(spans: Sequence[Sequence[EvidenceSpan]], text: str, lang: str) -> None:
+    """Set each span's `context` from the note's negation/uncertainty/family/history scopes (in place)."""
+    if not any(spans):
+        return
+    index = context_of(text, lang)
+    for code_spans in spans:
+        for span in code_spans:
+            span.context = index.span_context(span.start, span.end)
 
 
 def phrase_boundaries(tokens: Sequence[Token], text: str | None) -> np.ndarray:

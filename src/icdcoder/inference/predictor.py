@@ -27,7 +27,12 @@ from icdcoder.evaluation.readable import (
     note_status,
     respect_the_note,
 )
-from icdcoder.inference.evidence import EvidenceSpan, occlusion_weights, spans_from_attention
+from icdcoder.inference.evidence import (
+    EvidenceSpan,
+    mark_context,
+    occlusion_weights,
+    spans_from_attention,
+)
 from icdcoder.modeldir import LoadedModel, load_model_dir
 from icdcoder.models.base import SPANS, Batch, IcdModel
 from icdcoder.text.tokenizer import Token
@@ -128,6 +133,9 @@ class Predictor:
         # evidence per shown code on request instead of the [B, C, T] tensor from forward (TF-IDF)
         self._lazy_evidence = self.loaded.model.has_evidence_rows()
         self.priors = code_priors(self.loaded.labels.train_counts, self.loaded.n_train_docs)
+        # the cue rules that mark evidence as negated, family, ...: a text-reading model's own language, else
+        # the data's (CodiEsp's `lang`; prepared datasets default to English)
+        self.lang: str = getattr(self.loaded.config.model, "lang", None) or self.loaded.config.data.lang
 
     @property
     def labels(self) -> list[str]:
@@ -269,6 +277,7 @@ class Predictor:
                 weights = att.fallback.rows(row, [code_idx[j] for j in rest])[:, :n].float().cpu().numpy()
                 for w, j in zip(weights, rest, strict=True):
                     found[j] = self._phrases(w, tokens, text, opts)
+            mark_context(found, text, self.lang)
             return found
         if method == "attention" and isinstance(att, LazyEvidence):
             weights = att.rows(row, code_idx)[:, :n].float().cpu().numpy()
@@ -278,7 +287,9 @@ class Predictor:
             weights = occlusion_weights(self._score_variants, ids, code_idx, window=opts["occlusion_window"])
         else:
             return [[] for _ in code_idx]
-        return [self._phrases(weights[j], tokens, text, opts) for j in range(len(code_idx))]
+        out = [self._phrases(weights[j], tokens, text, opts) for j in range(len(code_idx))]
+        mark_context(out, text, self.lang)
+        return out
 
     def _phrases(
         self, weights: np.ndarray, tokens: list[Token], text: str, opts: dict[str, int]

@@ -107,6 +107,35 @@ class ContextIndex:
                 out.add(s.category)
         return out
 
+    def span_context(self, start: int, end: int) -> str | None:
+        """The category (first of `CATEGORIES` on a tie) whose scopes cover at least half of [start, end) once
+        its cues' own characters are left out, or None. For evidence phrases, which often include the cue
+        ("No lymphadenopathy or metastases"), unlike matcher mentions, which `categories` tests."""
+        best, found = 0.0, None
+        for cat in CATEGORIES:
+            scopes = [s for s in self.scopes if s.category == cat and s.start < end and start < s.end]
+            if not scopes:
+                continue
+            cue_chars = _covered(start, end, [(s.cue_start, s.cue_end) for s in scopes])
+            rest = (end - start) - cue_chars
+            if rest <= 0:
+                continue
+            share = _covered(start, end, [(s.start, s.end) for s in scopes]) / rest
+            if share >= 0.5 and share > best:
+                best, found = share, cat
+        return found
+
+
+def _covered(start: int, end: int, ranges: list[tuple[int, int]]) -> int:
+    """Characters of [start, end) inside the union of `ranges`."""
+    total, last = 0, start
+    for a, b in sorted(ranges):
+        a, b = max(a, last), min(b, end)
+        if b > a:
+            total += b - a
+            last = b
+    return total
+
 
 def context_of(text: str, lang: str) -> ContextIndex:
     """The context scopes of a note."""

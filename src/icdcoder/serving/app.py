@@ -103,6 +103,11 @@ class EvidenceOut(BaseModel):
     end: int
     weight: float = Field(description="Strongest attention (or occlusion) weight in the phrase.")
     text: str
+    context: str | None = Field(
+        None,
+        description="negated, possible, family or historical when a ConText cue of the note governs the "
+        "phrase (e.g. 'No metastases'); null otherwise. The model's score does not account for it.",
+    )
 
 
 class CodeOut(BaseModel):

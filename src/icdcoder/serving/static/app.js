@@ -141,6 +141,16 @@ function renderCodes() {
       badge.textContent = "suggested";
       codeTd.append(badge);
     }
+    // Every evidence phrase negated, uncertain or about a relative: say so, the model cannot. (Historical
+    // phrases are marked in the evidence list only: a past history is often still coded.)
+    const contexts = new Set(c.evidence.map((s) => (s.context === "historical" ? "" : s.context || "")));
+    if (c.evidence.length && !contexts.has("")) {
+      const warn = document.createElement("span");
+      warn.className = "badge context";
+      warn.textContent = [...contexts].join(", ");
+      warn.title = "All of this code's evidence is in that context (e.g. 'No metastases'): check before accepting.";
+      codeTd.append(warn);
+    }
 
     const title = document.createElement("td");
     title.className = "title";
@@ -288,6 +298,12 @@ function renderEvidenceList(code) {
   for (const s of code.evidence) {
     const li = document.createElement("li");
     li.textContent = `“${s.text}”`;
+    if (s.context) {
+      const ctx = document.createElement("span");
+      ctx.className = "badge context";
+      ctx.textContent = s.context;
+      li.append(" ", ctx);
+    }
     const w = document.createElement("span");
     w.className = "muted";
     w.textContent = ` characters ${s.start}–${s.end}`;
