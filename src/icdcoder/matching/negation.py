@@ -12,7 +12,7 @@ matcher's dev-tuned penalty decides what it is worth), never a silent drop.
 from __future__ import annotations
 
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from functools import cache
 
@@ -98,6 +98,7 @@ class ContextIndex:
     def __init__(self, scopes: list[Scope]) -> None:
         self.scopes = sorted(scopes, key=lambda s: s.start)
         self._starts = [s.start for s in self.scopes]
+        self._longest = max((s.end - s.start for s in self.scopes), default=0)
 
     def categories(self, start: int, end: int) -> set[str]:
         """Categories of the scopes that contain [start, end) (a mention inside its cue's scope)."""
@@ -111,9 +112,11 @@ class ContextIndex:
         """The category (first of `CATEGORIES` on a tie) whose scopes cover at least half of [start, end) once
         its cues' own characters are left out, or None. For evidence phrases, which often include the cue
         ("No lymphadenopathy or metastases"), unlike matcher mentions, which `categories` tests."""
+        # only scopes starting in [start - longest, end) can overlap: two bisections, not a scan of the note
+        near = self.scopes[bisect_left(self._starts, start - self._longest) : bisect_left(self._starts, end)]
         best, found = 0.0, None
         for cat in CATEGORIES:
-            scopes = [s for s in self.scopes if s.category == cat and s.start < end and start < s.end]
+            scopes = [s for s in near if s.category == cat and start < s.end]
             if not scopes:
                 continue
             cue_chars = _covered(start, end, [(s.cue_start, s.cue_end) for s in scopes])
