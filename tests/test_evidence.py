@@ -446,3 +446,21 @@ def test_cli_predict_evidence_switches(tmp_path: Path, tmp_path_factory: pytest.
     assert r.exit_code == 0 and json.loads(r.stdout)[0]["evidence_method"] == "occlusion"
     r = runner.invoke(app, ["predict", str(model), str(note), "--evidence-method", "magic"])
     assert r.exit_code != 0
+    # the table shows the ConText mark literally (rich markup would swallow "[negated]")
+    note.write_text("No persistent fever.", encoding="utf-8")
+    r = runner.invoke(app, ["predict", str(model), str(note), "--top-k", "5"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "[negated]" in r.stdout
+
+
+def test_evidence_language_prefers_the_models_own() -> None:
+    from icdcoder.inference.predictor import evidence_language
+    from icdcoder.training.config import parse_config
+
+    spanish_matcher = parse_config(
+        {"data": {"source": "prepared", "path": "d"}, "model": {"name": "matcher", "lang": "es"}}
+    )
+    assert evidence_language(spanish_matcher) == "es"  # the matcher's lang, not the prepared data's "en"
+    codiesp_es = parse_config({"data": {"source": "codiesp", "lang": "es"}, "model": {"name": "laat"}})
+    assert evidence_language(codiesp_es) == "es"
+    assert evidence_language(parse_config({"data": {"path": "d"}, "model": {"name": "laat"}})) == "en"

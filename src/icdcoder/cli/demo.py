@@ -83,6 +83,7 @@ def register(app: typer.Typer) -> None:
         _print_metrics(summary)
 
         console.rule("[bold]4. Coding one test note with evidence")
+        from icdcoder.inference.evidence import phrase_line
         from icdcoder.inference.predictor import Predictor
 
         note = next(ds.documents("test"))
@@ -91,16 +92,13 @@ def register(app: typer.Typer) -> None:
         console.print(f"note {note.id}: {pred.n_tokens} tokens, {len(gold)} gold codes")
         for rank, c in enumerate(pred.codes, 1):
             mark = "✓" if c.key in gold else " "
-            ev = " | ".join(
-                note.text[s.start : s.end].replace("\n", " ") + (f" [{s.context}]" if s.context else "")
-                for s in c.evidence[:2]
-            )
+            ev = " | ".join(phrase_line(s) for s in c.evidence[:2])
             console.print(
                 f"{rank}. {mark} {c.key:<18} p={c.probability:.3f} {'[bold]yes[/]' if c.decision else 'no '} "
-                f"{c.title[:55]}"
+                f"{escape(c.title[:55])}"
             )
             if ev:
-                console.print(f"      evidence: “{ev[:110]}”")
+                console.print(f"      evidence: “{escape(ev[:110])}”")
         console.print(
             f"demo finished in {time.perf_counter() - t0:.0f} s; model directory: {run_dir / 'model'}"
         )

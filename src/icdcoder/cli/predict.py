@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
-
-if TYPE_CHECKING:
-    from icdcoder.inference.evidence import EvidenceSpan
 
 
 def register(app: typer.Typer) -> None:
@@ -40,6 +36,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Rank codes for each note, with probability, decision and evidence spans."""
         from icdcoder.errors import IcdcoderError
+        from icdcoder.inference.evidence import phrase_line
         from icdcoder.inference.predictor import EVIDENCE_METHODS, Predictor
         from icdcoder.inference.reading import collect_note_files, read_note
 
@@ -69,38 +66,34 @@ def register(app: typer.Typer) -> None:
                     typer.echo(f"{r.id}\t{c.code.lower()}")
         else:
             from rich.console import Console
+            from rich.markup import escape
             from rich.table import Table
 
             console = Console()
             for r in results:
                 if r.status == "nothing_recognisable":
                     console.print(
-                        f"{r.id}: nothing recognisable (no word this model knows): no codes suggested."
+                        f"{escape(r.id)}: nothing recognisable (no word this model knows): "
+                        "no codes suggested."
                     )
                     continue
                 near_empty = (
                     f", only {r.n_known_tokens} known: capped at priors" if r.status == "near_empty" else ""
                 )
-                table = Table(
-                    title=f"{r.id} ({r.n_tokens} tokens{', truncated' if r.truncated else ''}{near_empty})"
-                )
+                truncated = ", truncated" if r.truncated else ""
+                table = Table(title=f"{escape(r.id)} ({r.n_tokens} tokens{truncated}{near_empty})")
                 for col in ("rank", "code", "system", "prob", "decision", "title", "evidence"):
                     table.add_column(col)
                 for rank, c in enumerate(r.codes, 1):
-                    ev = " | ".join(_phrase(s) for s in c.evidence[:2])
+                    ev = " | ".join(phrase_line(s) for s in c.evidence[:2])
                     table.add_row(
                         str(rank),
                         c.code,
                         c.system,
                         f"{c.probability:.3f}",
                         "yes" if c.decision else "",
-                        c.title[:60],
-                        ev[:80],
+                        # note text, titles and ids are not rich markup: "[negated]" or "[**Name**]" must show
+                        escape(c.title[:60]),
+                        escape(ev[:80]),
                     )
                 console.print(table)
-
-
-def _phrase(span: EvidenceSpan) -> str:
-    """One evidence phrase on one line, with its ConText category when a cue governs it."""
-    text = span.text.replace("\n", " ")
-    return f"{text} [{span.context}]" if span.context else text

@@ -67,6 +67,13 @@ class EvidenceSpan:
     context: str | None = None
 
 
+def phrase_line(span: EvidenceSpan) -> str:
+    """One evidence phrase on one line for terminal output, with its ConText category when a cue governs
+    it."""
+    text = span.text.replace("\n", " ")
+    return f"{text} [{span.context}]" if span.context else text
+
+
 def mark_context(spans: Sequence[Sequence[EvidenceSpan]], text: str, lang: str) -> None:
     """Set each span's `context` from the note's negation/uncertainty/family/history scopes (in place)."""
     if not any(spans):

@@ -36,6 +36,7 @@ from icdcoder.inference.evidence import (
 from icdcoder.modeldir import LoadedModel, load_model_dir
 from icdcoder.models.base import SPANS, Batch, IcdModel
 from icdcoder.text.tokenizer import Token
+from icdcoder.training.config import ExperimentConfig
 from icdcoder.training.data import EncodedSplit, make_batch
 
 __all__ = [
@@ -113,6 +114,12 @@ class MatchSpans:
 Evidence = torch.Tensor | LazyEvidence | MatchSpans | None
 
 
+def evidence_language(config: ExperimentConfig) -> str:
+    """The language of the cue rules that mark evidence as negated, family, ...: a text-reading model's own
+    `model.lang` (the matcher's), else the data's (CodiEsp's `lang`; prepared datasets default to English)."""
+    return str(config.model.get("lang") or config.data.lang)
+
+
 class Predictor:
     """Codes notes with a model directory. Not thread-safe: one caller at a time (the server's batcher)."""
 
@@ -133,9 +140,7 @@ class Predictor:
         # evidence per shown code on request instead of the [B, C, T] tensor from forward (TF-IDF)
         self._lazy_evidence = self.loaded.model.has_evidence_rows()
         self.priors = code_priors(self.loaded.labels.train_counts, self.loaded.n_train_docs)
-        # the cue rules that mark evidence as negated, family, ...: a text-reading model's own language, else
-        # the data's (CodiEsp's `lang`; prepared datasets default to English)
-        self.lang: str = getattr(self.loaded.config.model, "lang", None) or self.loaded.config.data.lang
+        self.lang = evidence_language(self.loaded.config)
 
     @property
     def labels(self) -> list[str]:
