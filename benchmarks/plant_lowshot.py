@@ -11,6 +11,11 @@ written as a prepared dataset under `--out`/data-f<fraction>; each (fraction, va
 its run.json exists (resumable). Codes of dev/test notes that the subset never shows count as misses (the
 organisers' MAP keeps them in the denominator). Writes `lowshot.json`, a Markdown table and
 `docs/results/plant_lowshot.png` (P@5, P@15 and MAP against the fraction, mean ± std over seeds).
+
+Each finished run's test scores are also merged into `--record` (docs/results/plant_lowshot.json, committed):
+a point whose run directory is gone (a fresh machine) but which the record holds is read from the record
+instead of being retrained, so the plot can gather points trained in different sessions. `--no-record`
+ignores it and retrains everything.
 """
 
 from __future__ import annotations
@@ -52,6 +57,28 @@ def subset(config: str, fraction: float, seed: int, out: Path) -> Path:
     return path
 
 
+RecordKey = tuple[float, str, int]
+
+
+def read_record(path: Path) -> dict[RecordKey, dict[str, Any]]:
+    """Rows recorded by earlier runs, keyed by (fraction, variant, seed); {} when there is no record yet."""
+    if not path.exists():
+        return {}
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        return {(float(r["fraction"]), str(r["variant"]), int(r["seed"])): r for r in rows}
+    except (ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"{path}: not a low-shot record ({e}); fix it or pass --no-record") from e
+
+
+def write_record(path: Path, record: dict[RecordKey, dict[str, Any]]) -> None:
+    """Write the record sorted by key, through a temporary file so a crash never leaves half a record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps([record[k] for k in sorted(record)], indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/codiesp-d/plant.yaml")
@@ -62,8 +89,11 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/plant/lowshot"))
     p.add_argument("--plot", type=Path, default=Path("docs/results/plant_lowshot.png"))
     p.add_argument("--set", dest="overrides", action="append", default=[], help="extra --set for every run")
+    p.add_argument("--record", type=Path, default=Path("docs/results/plant_lowshot.json"))
+    p.add_argument("--no-record", action="store_true", help="neither read nor update --record")
     p.add_argument("--dry-run", action="store_true")
     args = p.parse_args()
+    record = {} if args.no_record else read_record(args.record)
     rows: list[dict[str, Any]] = []
     for frac in args.fractions:
         data = subset(args.config, frac, args.subset_seed, args.out)
@@ -80,18 +110,27 @@ def main() -> None:
                     f"train.seed={seed}",
                 ]
                 cmd += VARIANTS[variant] + [x for o in args.overrides for x in ("--set", o)]
+                key = (frac, variant, seed)
+                recorded = not (run / "run.json").exists() and key in record
                 if args.dry_run:
-                    print(" ".join(cmd))
+                    print(f"# recorded in {args.record}: {key}" if recorded else " ".join(cmd))
+                    continue
+                if recorded:
+                    print(f"{key}: read from {args.record} ({record[key].get('source', 'no source')})")
+                    rows.append(record[key])
                     continue
                 if not (run / "run.json").exists():
                     subprocess.run(cmd, check=True)
                 test = json.loads((run / "run.json").read_text())["test"]
-                rows.append(
-                    {"fraction": frac, "variant": variant, "seed": seed, **{m: test[m] for m in METRICS}}
-                )
+                row = {"fraction": frac, "variant": variant, "seed": seed, **{m: test[m] for m in METRICS}}
+                row["source"] = f"{run}/run.json"
+                rows.append(row)
+                record[key] = row
     if args.dry_run:
         return
     (args.out / "lowshot.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    if not args.no_record:
+        write_record(args.record, record)
     print("| fraction | variant | seeds | " + " | ".join(METRICS) + " |")
     print("|---:|---|---:|" + "---:|" * len(METRICS))
     summary: dict[tuple[str, float], dict[str, tuple[float, float]]] = {}
