@@ -246,6 +246,32 @@ def test_train_save_predict_a_longer_note_through_the_cli(
     for code in rows[0]["codes"]:
         for span in code["evidence"]:
             assert 0 <= span["start"] < span["end"] <= len(text)
+    # The same model evaluates on the prepared data and serves the long note over HTTP.
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(tmp_path / "run" / "model"),
+            "--data",
+            str(tiny_dataset),
+            "--split",
+            "test",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, f"{res.output}\n{res.exception!r}"
+    metrics = json.loads(res.output[res.output.index("{") :])
+    assert metrics["map"] == pytest.approx(summary["test"]["map"], abs=1e-6)
+    from fastapi.testclient import TestClient
+
+    from icdcoder.inference.predictor import Predictor
+    from icdcoder.serving.app import create_app
+
+    with TestClient(create_app(Predictor(tmp_path / "run" / "model"))) as client:
+        r = client.post("/v1/code", json={"text": text, "top_k": 3})
+    assert r.status_code == 200, r.text
+    served = r.json()["codes"]
+    assert [c["key"] for c in served] == [c["key"] for c in rows[0]["codes"][:3]]
 
 
 def test_prior_bias_initialisation() -> None:
