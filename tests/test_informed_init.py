@@ -179,3 +179,31 @@ def test_jlan_bias_starts_at_the_prior(output: str) -> None:
 
     with pytest.raises(ConfigError, match="code_bias"):
         build_model({**cfg, "bias_init": "prior"}, _ctx(counts))  # shared output without a per-code bias
+
+
+def test_jlan_description_queries_attend_to_the_description_words() -> None:
+    # JLAN's self-attention W1 has one row per code, like LAAT's queries: `code_init: description` starts
+    # code 0's row from "fracture of femur" (tokens 5 6 7), so before training its attention on a note that
+    # says those words puts more than their uniform share there, and more than a random row does.
+    cfg = {"name": "jlan", "embed_dim": 16, "hidden_size": 16, "d_a": 8, "mlp_hidden": 8, "mlp_out": 8}
+    filler = [50, 51, 52, 53, 54, 55, 56, 57, 58]
+    notes = _notes([[*filler[:4], 5, 6, 7, *filler[4:]]])
+
+    def share(code_init: str) -> float:
+        total = 0.0
+        for seed in range(6):
+            torch.manual_seed(seed)
+            model = build_model({**cfg, "code_init": code_init}, _ctx())
+            model.eval()
+            with torch.no_grad():
+                _, att = model.self_attention(model.encode(notes), notes.mask)  # type: ignore[operator]
+            total += float(att[0, 0, 4:7].sum())
+        return total / 6
+
+    informed, chance = share("description"), share("random")
+    assert informed > 3 / 12 + 0.05, informed
+    assert informed > chance + 0.05, (informed, chance)
+    from icdcoder.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="self-attention"):
+        build_model({**cfg, "attention": "label", "code_init": "description"}, _ctx())

@@ -73,7 +73,7 @@ from torch import Tensor, nn
 
 from icdcoder.errors import ConfigError
 from icdcoder.models.attention import LabelAttention, label_attention, masked_softmax
-from icdcoder.models.base import Batch, IcdModel, ModelConfig, ModelContext, ModelOutput, register_model
+from icdcoder.models.base import Batch, ModelConfig, ModelContext, ModelOutput, register_model
 from icdcoder.models.encoders import (
     BiLSTMEncoder,
     LabelwiseLinear,
@@ -81,7 +81,12 @@ from icdcoder.models.encoders import (
     SameConv1d,
     WordEmbedding,
 )
-from icdcoder.models.init import init_prior_bias
+from icdcoder.models.init import (
+    DescribedCodesModel,
+    InformedInitConfig,
+    init_from_descriptions,
+    init_prior_bias,
+)
 from icdcoder.models.losses import (
     DEFAULT_MAX_DROP_RATE,
     DEFAULT_WARMUP,
@@ -90,7 +95,7 @@ from icdcoder.models.losses import (
 )
 
 
-class JLANConfig(ModelConfig):
+class JLANConfig(InformedInitConfig):
     # Defaults: Li et al. 2021 (MIMIC-III); unpublished ones marked "choice".
     embed_dim: int = Field(256, ge=1)
     freeze_embeddings: bool = False
@@ -107,9 +112,10 @@ class JLANConfig(ModelConfig):
     mlp_hidden: int = Field(256, ge=1)  # choice: k (the paper's V ∈ R^{l×k})
     mlp_out: int = Field(256, ge=1)  # output "shared" only: width of its second layer
     code_bias: bool = False  # output "shared" only (not in the paper): a learned bias per code
-    # Small data (issue 17; not in the paper): "prior" starts the per-code bias (code_bias, or the labelwise
-    # output's b_c) at the log-odds of the code's training prevalence, so step 0 is the label prior.
-    bias_init: Literal["zero", "prior"] = "zero"
+    # Small data (issue 17; not in the paper), from InformedInitConfig: `bias_init: prior` starts the per-code
+    # bias (code_bias, or the labelwise output's b_c) at the log-odds of the code's training prevalence, so
+    # step 0 is the label prior; `code_init: description` starts the self-attention queries (W1's rows) from
+    # the code's title and synonyms, as for LAAT (the label attention's C has its own `label_init`).
     denoise: bool = True
     tloss_max_rate: float = Field(DEFAULT_MAX_DROP_RATE, ge=0.0, lt=1.0)  # D_max
     tloss_warmup: float = Field(DEFAULT_WARMUP, ge=0.0, le=1.0)  # share of planned steps to reach D_max
@@ -142,7 +148,7 @@ def constrain_gates(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @register_model("jlan")
-class JLAN(IcdModel):
+class JLAN(DescribedCodesModel):
     Config: ClassVar[type[ModelConfig]] = JLANConfig
 
     def __init__(self, config: ModelConfig, ctx: ModelContext) -> None:
@@ -185,6 +191,14 @@ class JLAN(IcdModel):
                     fix="set model.code_bias: true (or output: labelwise).",
                 )
             init_prior_bias(target, ctx)
+        if config.code_init == "description" and ctx.init_from_pretrained:
+            if not self.use_self:
+                raise ConfigError(
+                    "model.code_init: description starts the self-attention queries, and attention: label "
+                    "has none.",
+                    fix="use model.label_init for the label attention's code vectors, or code_init: random.",
+                )
+            init_from_descriptions(self, ctx, self.encode, self.self_attention, None)
         self._progress: tuple[int, int] | None = None
 
     def _initial_codes(self, ctx: ModelContext, config: JLANConfig) -> Tensor:
