@@ -81,12 +81,7 @@ from icdcoder.models.encoders import (
     SameConv1d,
     WordEmbedding,
 )
-from icdcoder.models.init import (
-    DescribedCodesModel,
-    InformedInitConfig,
-    init_from_descriptions,
-    init_prior_bias,
-)
+from icdcoder.models.init import DescribedCodesModel, InformedInitConfig, apply_informed_init
 from icdcoder.models.losses import (
     DEFAULT_MAX_DROP_RATE,
     DEFAULT_WARMUP,
@@ -183,22 +178,28 @@ class JLAN(DescribedCodesModel):
             self.fc2 = nn.Linear(config.mlp_hidden, config.mlp_out)
             if config.code_bias:
                 self.bias = nn.Parameter(torch.zeros(ctx.n_labels))
-        if config.bias_init == "prior" and ctx.init_from_pretrained:
-            target = self.fc2.bias if isinstance(self.fc2, LabelwiseLinear) else getattr(self, "bias", None)
-            if target is None:
-                raise ConfigError(
-                    "model.bias_init: prior needs a per-code bias.",
-                    fix="set model.code_bias: true (or output: labelwise).",
-                )
-            init_prior_bias(target, ctx)
-        if config.code_init == "description" and ctx.init_from_pretrained:
-            if not self.use_self:
-                raise ConfigError(
-                    "model.code_init: description starts the self-attention queries, and attention: label "
-                    "has none.",
-                    fix="use model.label_init for the label attention's code vectors, or code_init: random.",
-                )
-            init_from_descriptions(self, ctx, self.encode, self.self_attention, None)
+        # The shared informed initialisation (models/init.py), after JLAN's own checks: the paper's shared
+        # output has no per-code bias, and attention: label has no self-attention queries to start.
+        bias = self.fc2.bias if isinstance(self.fc2, LabelwiseLinear) else getattr(self, "bias", None)
+        if config.bias_init == "prior" and ctx.init_from_pretrained and bias is None:
+            raise ConfigError(
+                "model.bias_init: prior needs a per-code bias.",
+                fix="set model.code_bias: true (or output: labelwise).",
+            )
+        if config.code_init == "description" and ctx.init_from_pretrained and not self.use_self:
+            raise ConfigError(
+                "model.code_init: description starts the self-attention queries, and attention: label "
+                "has none.",
+                fix="use model.label_init for the label attention's code vectors, or code_init: random.",
+            )
+        apply_informed_init(
+            self,
+            config,
+            ctx,
+            bias=bias,
+            attention=self.self_attention if self.use_self else None,
+            encode=self.encode,
+        )
         self._progress: tuple[int, int] | None = None
 
     def _initial_codes(self, ctx: ModelContext, config: JLANConfig) -> Tensor:
